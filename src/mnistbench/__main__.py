@@ -1,0 +1,6 @@
+"""`python -m mnistbench`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

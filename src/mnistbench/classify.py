@@ -1,0 +1,85 @@
+"""Classification on device-resident data: the training task for fit(), prediction and test metrics."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .data.datasets import Splits
+from .data.pipeline import augment, augment_translate, batch_indices, epoch_order, normalize, steps_per_epoch
+from .device import autocast, autocast_dtype
+from .metrics import classification_report
+
+
+class ClassifyTask:
+    """Cross-entropy on seeded-permutation batches, augmented on the device."""
+
+    def __init__(self, splits: Splits, cfg: Config, device: torch.device):
+        self.splits, self.cfg, self.device = splits, cfg, device
+        self.n = len(splits.train_x)
+        self.steps_per_epoch = steps_per_epoch(self.n, cfg.batch_size)
+        self.channels_last = cfg.channels_last
+        self.generator = torch.Generator(device=device)
+
+    def batches(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
+        order = epoch_order(self.n, seed=self.cfg.seed, epoch=epoch, device=self.device)
+        return batch_indices(order, self.cfg.batch_size, start=start)
+
+    def inputs(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        """Normalised, augmented training images; augmentation draws depend only on (seed, step)."""
+        x = normalize(self.splits.train_x[idx])
+        cfg = self.cfg
+        if cfg.augment != "none":
+            self.generator.manual_seed(cfg.seed * 1_000_003 + step)
+            if cfg.augment == "translate":
+                x = augment_translate(x, generator=self.generator, pixels=int(cfg.translate))
+            else:
+                x = augment(x, generator=self.generator, translate=cfg.translate, rotate=cfg.rotate, scale=cfg.scale)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def loss(self, net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
+        logits = net(self.inputs(idx, step))
+        return F.cross_entropy(logits.float(), self.splits.train_y[idx], label_smoothing=self.cfg.label_smoothing)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        logits = predict(model, self.splits.val_x, cfg=self.cfg, device=self.device)
+        y = self.splits.val_y
+        return {"val_loss": F.cross_entropy(logits, y).item(),
+                "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, cfg: Config, device: torch.device) -> torch.Tensor:
+    """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of eval_batch_size."""
+    was_training = model.training
+    model.eval()
+    amp = autocast_dtype(device, cfg.precision)
+    channels_last = cfg.channels_last
+    out = []
+    for i in range(0, len(images), cfg.eval_batch_size):
+        x = normalize(images[i:i + cfg.eval_batch_size].to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10, device=device)
+
+
+def test_metrics(model: nn.Module, splits: Splits, cfg: Config, device: torch.device) -> dict:
+    """Metrics on the official test set, plus the indices of misclassified test images."""
+    logits = predict(model, splits.test_x, cfg=cfg, device=device)
+    preds = logits.argmax(1)
+    report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
+    wrong = (preds != splits.test_y).nonzero().flatten()
+    return {
+        "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
+        "test_loss": F.cross_entropy(logits, splits.test_y).item(),
+        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+        "misclassified": [{"index": int(i), "true": int(splits.test_y[i]), "pred": int(preds[i])}
+                          for i in wrong[:200].tolist()],
+        "misclassified_count": int(len(wrong)),
+    }

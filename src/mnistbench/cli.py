@@ -1,0 +1,121 @@
+"""The command line: a thin layer that parses, validates and calls the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import Any
+
+from .errors import UserError
+
+EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one model, evaluate it on the test set, write a run folder",
+                       epilog=EPILOG)
+    p.add_argument("--model", help="registered model name (see `mnistbench models`)")
+    p.add_argument("--dataset", help="mnist or fashion-mnist")
+    p.add_argument("--data-dir", dest="data_dir", help="folder holding mnist/ and fashion-mnist/")
+    p.add_argument("--out", help="the run folder (default runs/<timestamp>-<model>)")
+    p.add_argument("--epochs", help="training epochs")
+    p.add_argument("--batch-size", dest="batch_size", help="training batch size")
+    p.add_argument("--lr", help="peak learning rate")
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--seed", help="seed for the split, initialisation, order and augmentation")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config field or model option")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnistbench", description="Train, evaluate and compare models on "
+                                     "MNIST-like data, fast and honestly.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    p = sub.add_parser("evaluate", help="re-evaluate a run's saved model on the test set")
+    p.add_argument("run_dir")
+    p.add_argument("--data-dir", dest="data_dir", default="")
+    p.add_argument("--device", default="auto")
+    sub.add_parser("models", help="list registered models: parameters and default recipes")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_sets
+
+    flags = ("model", "dataset", "data_dir", "out", "epochs", "batch_size", "lr", "device", "seed", "quiet")
+    out = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    out.update(parse_sets(args.sets))
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import resolve
+    from .engine import Interrupted
+    from .train import resume_config, train
+
+    overrides = _overrides(args)
+    cfg = resume_config(args.resume, overrides) if args.resume else resolve(overrides)
+    try:
+        s = train(cfg, resume_from=args.resume)
+    except Interrupted as e:
+        print(f"\nmnistbench: stopped by {e}; checkpoint saved. Resume with: "
+              f"mnistbench train --resume {e.run_dir}", file=sys.stderr)
+        return e.code
+    print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f} %, "
+          f"macro-F1 {s['test_macro_f1']:.4f}, training {s['train_seconds']:.1f} s "
+          f"({s['epochs_completed']} epochs), run folder {s['run_dir']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train import evaluate_run
+
+    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import MODELS
+
+    for name, spec in MODELS.items():
+        try:
+            import torch
+            with torch.device("meta"):
+                params = sum(p.numel() for p in spec.build(**_no_download(spec)).parameters())
+            size = f"{params / 1e6:.2f} M params"
+        except Exception as e:  # noqa: BLE001 - listing must not fail on one model
+            size = f"params unknown ({type(e).__name__})"
+        print(f"{name:10s} {size:>16s}  {spec.about}")
+        print(f"{'':10s} options: {json.dumps(spec.arg_defaults())}")
+        print(f"{'':10s} default recipe: {json.dumps(dict(spec.recipes['default']))}")
+    return 0
+
+
+def _no_download(spec) -> dict[str, Any]:
+    """Builder options that avoid fetching pretrained weights (counting parameters needs none)."""
+    return {"pretrained": False} if "pretrained" in spec.arg_defaults() else {}
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mnistbench` console script and `python -m mnistbench`."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mnistbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmnistbench: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,171 @@
+"""One frozen run configuration: global defaults < the model's recipe < the user's flags and --set."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import UserError
+from .models import get_spec
+
+# Allowed values of the string fields that are choices.
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("onecycle", "cosine", "constant"),
+    "augment": ("none", "translate", "affine"),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16"),
+    "compile_mode": ("default", "reduce-overhead", "max-autotune"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. Field comments say what a value means."""
+
+    model: str = "cnn"
+    dataset: str = "mnist"            # mnist | fashion-mnist
+    data_dir: str = ""                # "" = $MNISTBENCH_DATA, else ~/.cache/mnistbench
+    out: str = ""                     # run folder; "" = runs/<timestamp>-<model>
+    recipe: str = "default"           # which of the model's recipes sets the defaults below
+    epochs: int = 2
+    batch_size: int = 256
+    eval_batch_size: int = 1000
+    lr: float = 3e-3                  # peak learning rate
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9             # SGD only
+    schedule: str = "onecycle"        # onecycle | cosine (linear warmup, cosine decay) | constant
+    warmup: float = 0.1               # fraction of all steps spent warming up
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0            # max gradient norm; 0 = off
+    augment: str = "none"             # none | translate (integer shifts) | affine (shift, rotate, scale)
+    translate: float = 2.0            # pixels
+    rotate: float = 10.0              # degrees (affine only)
+    scale: float = 0.1                # ± fraction (affine only)
+    device: str = "auto"
+    precision: str = "auto"           # auto: bf16 autocast on CUDA and on CPUs with native bf16
+    channels_last: bool = True        # NHWC memory layout (measured faster on CPU and CUDA)
+    compile: bool = False             # torch.compile; compile time is reported apart
+    compile_mode: str = "default"
+    seed: int = 0
+    deterministic: bool = False       # torch.use_deterministic_algorithms; exact resume on CPU
+    val_size: int = 5000              # held out of the training set for model selection
+    train_limit: int = 0              # use only this many training images (0 = all)
+    test_limit: int = 0               # use only the first N test images (0 = all)
+    target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
+    log_every: int = 50               # training steps per logged loss
+    checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
+    inference_benchmark: bool = True  # time batch-1 latency and large-batch throughput after training
+    quiet: bool = False
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's own options
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, JSON-ready."""
+        d = dataclasses.asdict(self)
+        d["model_args"] = dict(self.model_args)
+        return d
+
+    def flat(self) -> dict[str, Any]:
+        """Fields and model options in one mapping, as resolve() takes them."""
+        d = self.to_dict()
+        return {**d, **d.pop("model_args")}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "model_args"}
+_DEFAULTS = Config()
+
+
+def parse_value(key: str, text: Any, default: Any) -> Any:
+    """Convert `text` to the type of `default`; strings from the command line, values from JSON."""
+    if not isinstance(text, str):
+        if isinstance(default, float) and isinstance(text, int) and not isinstance(text, bool):
+            return float(text)
+        if default is None or type(text) is type(default):
+            return text
+        raise UserError(f"{key}={text!r}: expected a {type(default).__name__}")
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise UserError(f"{key}={text!r}: expected a {type(default).__name__}") from None
+    return text
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def resolve(overrides: Mapping[str, Any]) -> Config:
+    """Build the frozen Config from user overrides (strings or values), validating every key and value."""
+    model = str(overrides.get("model", _DEFAULTS.model))
+    spec = get_spec(model)
+    recipe = str(overrides.get("recipe", _DEFAULTS.recipe))
+    if recipe not in spec.recipes:
+        raise UserError(f"model {model!r} has no recipe {recipe!r}; it has: {', '.join(spec.recipes)}")
+    arg_defaults = spec.arg_defaults()
+    known = sorted(set(FIELDS) | set(arg_defaults))
+    values: dict[str, Any] = {}
+    model_args: dict[str, Any] = {}
+    for source in (spec.recipes[recipe], overrides):
+        for key, raw in source.items():
+            if key in FIELDS:
+                values[key] = parse_value(key, raw, getattr(_DEFAULTS, key))
+            elif key in arg_defaults:
+                model_args[key] = parse_value(key, raw, arg_defaults[key])
+            else:
+                raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; "
+                                f"see `mnistbench models` and `mnistbench train --help`")
+    cfg = Config(**values, model_args=model_args)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values before any work is done."""
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
+    positive = ("epochs", "batch_size", "eval_batch_size", "lr", "log_every")
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise UserError(f"{key}={getattr(cfg, key)} must be > 0")
+    non_negative = ("weight_decay", "momentum", "grad_clip", "translate", "rotate", "scale", "val_size",
+                    "train_limit", "test_limit", "checkpoint_minutes")
+    for key in non_negative:
+        if getattr(cfg, key) < 0:
+            raise UserError(f"{key}={getattr(cfg, key)} must be >= 0")
+    if not 0 <= cfg.warmup < 1 or not 0 <= cfg.label_smoothing < 1 or not 0 <= cfg.target_accuracy <= 1:
+        raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
+    if cfg.val_size < 1:
+        raise UserError("val_size must be >= 1: model selection needs a validation split")
+
+
+def effective_settings(cfg: Config) -> dict[str, Any]:
+    """Fields that decide the result: everything except where things are read and written and display."""
+    d = cfg.to_dict()
+    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes"):
+        d.pop(key)
+    return d

@@ -1,0 +1,235 @@
+"""The training loop every model shares: fit() with validation, model selection, checkpoints, signals."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import Config
+from .device import autocast, autocast_dtype, synchronize
+from .errors import UserError
+from .optim import make_optimizer, make_scheduler
+from .record import RunRecord
+
+
+class Task(Protocol):
+    """What fit() needs from a kind of problem (classification, detection)."""
+
+    steps_per_epoch: int
+
+    def batches(self, epoch: int, start: int) -> Iterator[Any]: ...  # batches of `epoch` from number `start`
+
+    def loss(self, net: nn.Module, batch: Any, step: int) -> torch.Tensor: ...  # scalar, under autocast
+
+    def validate(self, model: nn.Module) -> dict[str, float]: ...  # at least val_loss, val_accuracy
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after a checkpoint; `code` is the exit status (130 / 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0              # epochs completed
+    step_in_epoch: int = 0      # steps done in the current epoch
+    global_step: int = 0
+    train_seconds: float = 0.0  # training steps only (see README: what train_seconds includes)
+    compile_seconds: float = 0.0
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)  # one validation record per epoch
+    window_loss: float = 0.0    # loss summed since the last logged step
+    window_steps: int = 0
+    metrics_lines: int = 0      # lines of metrics.jsonl that belong to this state
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: remember it and let the current step finish. Second SIGINT: exit at once."""
+
+    def __enter__(self):
+        self.signum = 0
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum and signum == signal.SIGINT:
+            print("\nsecond interrupt: exiting now without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Holds model, optimizer, schedule and state for one fit; see fit()."""
+
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, device: torch.device, run: RunRecord):
+        self.model, self.task, self.cfg, self.device, self.run = model, task, cfg, device, run
+        self.opt = make_optimizer(model, cfg)
+        self.sched = make_scheduler(self.opt, cfg, cfg.epochs * task.steps_per_epoch)
+        self.amp = autocast_dtype(device, cfg.precision)
+        self.net = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+        self.state = TrainState()
+        self.best_weights: dict | None = None
+        self._best_dirty = False
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": checkpoint.rng_state(),
+                "state": asdict(self.state), "config": self.cfg.to_dict()}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        self.state = TrainState(**ckpt["state"])
+        self.run.truncate_metrics(self.state.metrics_lines)
+        if self.run.path(checkpoint.MODEL).exists():
+            self.best_weights = checkpoint.load(self.run.path(checkpoint.MODEL))
+
+    def save_checkpoint(self) -> None:
+        if self._best_dirty:
+            checkpoint.save(self.run.path(checkpoint.MODEL), self.best_weights)
+            self._best_dirty = False
+        self.state.metrics_lines = self.run.metrics_lines()
+        checkpoint.save(self.run.path(checkpoint.CHECKPOINT), self.state_dict())
+
+    # --- the loop ----------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        cfg, st = self.cfg, self.state
+        with _Signals() as sig:
+            while st.epoch < cfg.epochs and not st.stopped_early:
+                self._train_epoch(sig)
+                self._end_epoch()
+                if sig.signum:
+                    raise Interrupted(sig.signum)
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        return st
+
+    def _train_epoch(self, sig: _Signals) -> None:
+        cfg, st, task = self.cfg, self.state, self.task
+        self.model.train()
+        bar = tqdm(total=task.steps_per_epoch, initial=st.step_in_epoch, disable=cfg.quiet, leave=False,
+                   desc=f"epoch {st.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        window = torch.tensor(st.window_loss, device=self.device)
+        last_ckpt, shown = time.monotonic(), st.step_in_epoch
+        t0 = time.perf_counter()
+        for batch in task.batches(st.epoch, st.step_in_epoch):
+            first_compiled = cfg.compile and st.global_step == 0
+            self._step(batch, window)
+            if first_compiled:  # the first compiled step includes compilation: reported apart
+                synchronize(self.device)
+                st.compile_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
+            end = st.step_in_epoch == task.steps_per_epoch
+            if st.global_step % cfg.log_every == 0 or end:
+                t0 = self._log_train(window, t0)
+                bar.update(st.step_in_epoch - shown)
+                shown = st.step_in_epoch
+                bar.set_postfix(loss=f"{self.run_loss:.4f}")
+            timed = cfg.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes
+            if (sig.signum or timed) and not end:
+                t0 = self._checkpoint_mid_epoch(window, t0)
+                last_ckpt = time.monotonic()
+                if sig.signum:
+                    bar.close()
+                    raise Interrupted(sig.signum)
+        bar.close()
+
+    def _step(self, batch: Any, window: torch.Tensor) -> None:
+        with autocast(self.device, self.amp):
+            loss = self.task.loss(self.net, batch, self.state.global_step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        window += loss.detach().float()
+        self.state.global_step += 1
+        self.state.step_in_epoch += 1
+        self.state.window_steps += 1
+
+    def _check_finite(self, mean: float) -> None:
+        if not math.isfinite(mean):
+            lr = self.opt.param_groups[-1]["lr"]
+            raise NonFiniteLoss(f"training loss became {mean} (cross-entropy / task loss) at step "
+                                f"{self.state.global_step}, learning rate {lr:.3g}; stopped, the last good "
+                                f"checkpoint is kept; try a lower --lr or --set grad_clip=1")
+
+    def _log_train(self, window: torch.Tensor, t0: float) -> float:
+        st = self.state
+        self.run_loss = mean = window.item() / max(st.window_steps, 1)  # the host sync logging needs
+        st.train_seconds += time.perf_counter() - t0
+        self._check_finite(mean)
+        self.run.log({"kind": "train", "step": st.global_step,
+                      "epoch": st.epoch + st.step_in_epoch / self.task.steps_per_epoch, "loss": mean,
+                      "lr": self.opt.param_groups[-1]["lr"], "train_seconds": round(st.train_seconds, 4),
+                      "time": time.time()})
+        window.zero_()
+        st.window_steps = 0
+        return time.perf_counter()
+
+    def _checkpoint_mid_epoch(self, window: torch.Tensor, t0: float) -> float:
+        synchronize(self.device)
+        self.state.train_seconds += time.perf_counter() - t0
+        self.state.window_loss = window.item()
+        self._check_finite(self.state.window_loss)
+        self.save_checkpoint()
+        return time.perf_counter()
+
+    def _end_epoch(self) -> None:
+        st, cfg = self.state, self.cfg
+        synchronize(self.device)
+        st.epoch, st.step_in_epoch, st.window_loss = st.epoch + 1, 0, 0.0
+        t_val = time.perf_counter()
+        val = self.task.validate(self.model)
+        record = {"kind": "val", "step": st.global_step, "epoch": st.epoch, **val,
+                  "train_seconds": round(st.train_seconds, 4), "val_seconds": round(time.perf_counter() - t_val, 4),
+                  "time": time.time()}
+        self.run.log(record)
+        st.history.append(record)
+        if val["val_accuracy"] > st.best_val_accuracy:
+            st.best_val_accuracy, st.best_epoch = val["val_accuracy"], st.epoch
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self._best_dirty = True
+        if cfg.target_accuracy and val["val_accuracy"] >= cfg.target_accuracy:
+            st.stopped_early = True
+        if not cfg.quiet:
+            tqdm.write(f"epoch {st.epoch}/{cfg.epochs}: val_loss {val['val_loss']:.4f}  "
+                       f"val_acc {val['val_accuracy']:.4f}  train {st.train_seconds:.1f}s")
+        self.save_checkpoint()
+
+
+def fit(model: nn.Module, task: Task, cfg: Config, device: torch.device, run: RunRecord,
+        resume: dict[str, Any] | None = None) -> TrainState:
+    """Train `model` on `task`; on return the model holds the best-validation weights."""
+    trainer = Trainer(model, task, cfg, device, run)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    return trainer.fit()
+

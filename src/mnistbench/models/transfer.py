@@ -1,0 +1,171 @@
+"""VGG16 and AlexNet from torchvision, adapted to (B, 1, 28, 28) digits, with ImageNet weights or from scratch.
+
+The network is torchvision's, untouched except for a 10-way last classifier layer (and, with
+in_adapter="sum", a 1-channel first conv); an InputAdapter in front does what the notebook's
+transforms did (grey to 3 channels, resize, ImageNet normalisation), batched on the model's device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+from ..errors import UserError
+from . import ModelSpec
+from . import weights as wts
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ADAPTERS = ("repeat", "sum")
+FINETUNES = ("auto", "full", "head", "discriminative")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Facts about one torchvision classifier, kept beside it."""
+
+    name: str
+    build: Callable[..., nn.Module]  # torchvision builder: (weights=None, num_classes, dropout) -> model
+    weights: WeightsEnum
+    # smallest input side for which `features` still yields a >= 1x1 map (AlexNet: conv 11/4 and three 3/2
+    # max pools; VGG16: five 2/2 max pools); torchvision's adaptive average pool then copies that map up
+    min_image_size: int
+    # that same 1x1-map geometry at a round size: bigger inputs cost ~size^2 and did not pay on MNIST
+    default_image_size: int
+
+
+VGG16 = Backbone("vgg16", tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1, min_image_size=32, default_image_size=32)
+ALEXNET = Backbone("alexnet", tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, min_image_size=63,
+                   default_image_size=64)
+
+
+class InputAdapter(nn.Module):
+    """(B, 1, 28, 28) in [-1, 1] -> (B, C, S, S) as an ImageNet network expects: resize, then normalise.
+
+    C = 3 (grey repeated; each channel normalised with its ImageNet mean/std) or C = 1 (one channel
+    normalised with the mean of the three means and the mean of the three stds, for the folded first
+    conv built by `sum_first_conv`).
+    """
+
+    def __init__(self, *, image_size: int, channels: int):
+        super().__init__()
+        self.image_size = image_size
+        mean = torch.tensor(IMAGENET_MEAN) if channels == 3 else torch.tensor(IMAGENET_MEAN).mean().reshape(1)
+        std = torch.tensor(IMAGENET_STD) if channels == 3 else torch.tensor(IMAGENET_STD).mean().reshape(1)
+        # pixel p = (x + 1) / 2 in [0, 1]; (p - mean) / std = x * scale + shift
+        self.register_buffer("scale", (0.5 / std).reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((0.5 - mean) / std).reshape(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                              antialias=False)  # (B, 1, S, S)
+        # broadcasting (B, 1, S, S) against (1, C, 1, 1) repeats the grey channel C times in the same op
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)  # (B, C, S, S)
+
+
+def sum_first_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A 1-channel conv computing what `conv` computes on a grey image repeated to 3 channels.
+
+    The 3-channel input is (p - m_c) / s_c; the 1-channel input is u = (p - m) / s with m, s the means
+    of the m_c, s_c. Substituting, (p - m_c) / s_c = (s / s_c) u + (m - m_c) / s_c, so the kernel is the
+    sum over channels of W_c * s / s_c and the bias gains sum(W_c * (m - m_c) / s_c). This is exact
+    wherever the kernel does not overlap the zero padding; on the border it differs by that constant.
+    """
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    m, s = mean.mean(), std.mean()
+    w = conv.weight.detach()  # (O, 3, k, k)
+    per_channel = (s / std).reshape(1, 3, 1, 1)
+    offset = ((m - mean) / std).reshape(1, 3, 1, 1)
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    bias=True, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_((w * per_channel).sum(1, keepdim=True))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=w.dtype)
+        new.bias.copy_(bias + (w * offset).sum((1, 2, 3)))
+    return new
+
+
+class TransferNet(nn.Module):
+    """InputAdapter, then a torchvision network whose `features` are the backbone and `classifier` the head.
+
+    (B, 1, 28, 28) -> adapter -> (B, C, S, S) -> features -> avgpool -> classifier -> (B, 10)
+    """
+
+    def __init__(self, *, adapter: InputAdapter, net: nn.Module, finetune: str, backbone_lr_scale: float,
+                 weights_source: str | None):
+        super().__init__()
+        self.adapter, self.net = adapter, net
+        self.finetune, self.backbone_lr_scale, self.weights_source = finetune, backbone_lr_scale, weights_source
+        self.net.features.requires_grad_(finetune != "head")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.adapter(x))
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups: one group of trainable parameters, or backbone at lr * scale and head at lr."""
+        if self.finetune == "discriminative":
+            return [{"params": list(self.net.features.parameters()), "lr": lr * self.backbone_lr_scale},
+                    {"params": list(self.net.classifier.parameters()), "lr": lr}]
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+
+def build_transfer(bb: Backbone, *, image_size: int, pretrained: bool = True, weights: str = "",
+                   in_adapter: str = "repeat", finetune: str = "auto", backbone_lr_scale: float = 0.1,
+                   dropout: float = 0.5) -> TransferNet:
+    """`bb` with ImageNet weights (torchvision's, or a local file), a 10-way head and an input adapter.
+
+    finetune "auto" is "discriminative" with pretrained weights and "full" from scratch; "head" freezes
+    `features` and trains the whole `classifier` (an MLP probe, not only its last layer).
+    """
+    if image_size < bb.min_image_size:
+        raise UserError(f"{bb.name} needs image_size >= {bb.min_image_size} (smaller inputs vanish in its "
+                        f"pooling layers); got {image_size}")
+    if in_adapter not in ADAPTERS:
+        raise UserError(f"in_adapter must be one of {ADAPTERS}; got {in_adapter!r}")
+    if finetune not in FINETUNES:
+        raise UserError(f"finetune must be one of {FINETUNES}; got {finetune!r}")
+    if not 0.0 <= dropout < 1.0 or backbone_lr_scale <= 0:
+        raise UserError(f"{bb.name} needs 0 <= dropout < 1 and backbone_lr_scale > 0")
+    state, source = wts.resolve(bb.weights, pretrained=pretrained, file=weights)
+    if finetune == "auto":
+        finetune = "full" if state is None else "discriminative"
+    if state is None and finetune != "full":
+        raise UserError(f"finetune={finetune} keeps or slows pretrained features; from scratch use finetune=full")
+
+    net = bb.build(weights=None, num_classes=1000, dropout=dropout)
+    if state is not None:
+        wts.load_into(net, state, source=source)
+    # classifier = [..., Linear(4096, 1000)] in both VGG16 and AlexNet
+    net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, 10)
+    if in_adapter == "sum":
+        net.features[0] = sum_first_conv(net.features[0])
+    adapter = InputAdapter(image_size=image_size, channels=1 if in_adapter == "sum" else 3)
+    return TransferNet(adapter=adapter, net=net, finetune=finetune, backbone_lr_scale=backbone_lr_scale,
+                       weights_source=source)
+
+
+def _spec(bb: Backbone, about: str, recipes: dict[str, dict[str, Any]]) -> ModelSpec:
+    # binding image_size here makes the backbone's default visible in the spec's arg_defaults()
+    build = partial(build_transfer, bb, image_size=bb.default_image_size)
+    return ModelSpec(name=bb.name, build=build, about=about, recipes=recipes)
+
+
+VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-way head, input resized to 32 px", {
+    "default": {"epochs": 1, "batch_size": 128, "lr": 1e-4, "optimizer": "adamw", "schedule": "onecycle",
+                "warmup": 0.1, "augment": "none", "precision": "auto"},
+    "long": {"epochs": 4, "batch_size": 128, "lr": 1e-4, "optimizer": "adamw", "schedule": "onecycle",
+             "warmup": 0.1, "augment": "translate", "translate": 2, "precision": "auto"},
+})
+ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, input resized to 64 px", {
+    "default": {"epochs": 3, "batch_size": 256, "lr": 1e-3, "optimizer": "adamw", "schedule": "onecycle",
+                "warmup": 0.2, "augment": "none", "precision": "auto"},
+    "long": {"epochs": 10, "batch_size": 256, "lr": 1e-3, "optimizer": "adamw", "schedule": "onecycle",
+             "warmup": 0.2, "augment": "translate", "translate": 2, "precision": "auto"},
+})

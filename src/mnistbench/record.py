@@ -1,0 +1,93 @@
+"""The run folder: config.json, metrics.jsonl, summary.json, checkpoints and figures."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .fsio import check_writable, write_json
+
+METRICS = "metrics.jsonl"
+
+
+def default_run_dir(model: str) -> Path:
+    """runs/<timestamp>-<model>."""
+    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a result."""
+    import numpy
+    import torch
+    import torchmetrics
+    import torchvision
+
+    from . import __version__
+    return {"mnistbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "torchmetrics": torchmetrics.__version__,
+            "numpy": numpy.__version__}
+
+
+def git_commit() -> str | None:
+    """The commit of the mnistbench source tree, if it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunRecord:
+    """Writes one run's files; every file but the append-only metrics log is written atomically."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        try:
+            check_writable(self.folder)
+        except OSError as e:
+            raise UserError(f"cannot write to the output folder {self.folder} ({e.strerror or e}); "
+                            "choose another with --out") from None
+        self.metrics_path = self.folder / METRICS
+
+    def path(self, name: str) -> Path:
+        """A file inside the run folder."""
+        return self.folder / name
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Atomically write a JSON file in the run folder."""
+        write_json(self.folder / name, obj)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line with a single write(2), so a crash never leaves half a line."""
+        line = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def metrics_lines(self) -> int:
+        """How many complete lines metrics.jsonl holds."""
+        if not self.metrics_path.exists():
+            return 0
+        return self.metrics_path.read_bytes().count(b"\n")
+
+    def truncate_metrics(self, lines: int) -> None:
+        """Keep the first `lines` lines (on resume: drop what came after the checkpoint)."""
+        if not self.metrics_path.exists():
+            return
+        kept = self.metrics_path.read_bytes().split(b"\n")[:lines]
+        from .fsio import write_bytes
+        write_bytes(self.metrics_path, b"".join(k + b"\n" for k in kept))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl."""
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
