@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"mnistbench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, ...: what and where, in one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"mnistbench: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nmnistbench: interrupted", file=sys.stderr)
         return 130

@@ -70,7 +70,8 @@ class Config:
     def flat(self) -> dict[str, Any]:
         """Fields and model options in one mapping, as resolve() takes them."""
         d = self.to_dict()
-        return {**d, **d.pop("model_args")}
+        model_args = d.pop("model_args")
+        return {**d, **model_args}
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "model_args"}

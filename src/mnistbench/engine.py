@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Protocol
 
@@ -18,7 +19,7 @@ from .config import Config
 from .device import autocast, autocast_dtype, synchronize
 from .errors import UserError
 from .optim import make_optimizer, make_scheduler
-from .record import RunRecord
+from .record import RunRecord, versions
 
 
 class Task(Protocol):
@@ -99,14 +100,20 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": checkpoint.rng_state(),
-                "state": asdict(self.state), "config": self.cfg.to_dict()}
+                "state": asdict(self.state), "config": self.cfg.to_dict(), "versions": versions()}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.state = TrainState(**ckpt["state"])
+        if ckpt["config"]["epochs"] == self.cfg.epochs:
+            self.sched.load_state_dict(ckpt["scheduler"])
+        else:  # more or fewer epochs than planned: the schedule is re-planned for the new length
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(self.state.global_step):
+                    self.sched.step()
         self.run.truncate_metrics(self.state.metrics_lines)
         if self.run.path(checkpoint.MODEL).exists():
             self.best_weights = checkpoint.load(self.run.path(checkpoint.MODEL))

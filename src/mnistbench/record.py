@@ -1,6 +1,7 @@
 """The run folder: config.json, metrics.jsonl, summary.json, checkpoints and figures."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsio import check_writable, write_json
+from .fsio import check_writable, write_bytes, write_json
 
 METRICS = "metrics.jsonl"
 
@@ -20,17 +21,18 @@ def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}"
 
 
+@functools.cache
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries that decide a result."""
-    import numpy
-    import torch
-    import torchmetrics
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-    return {"mnistbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "torchmetrics": torchmetrics.__version__,
-            "numpy": numpy.__version__}
+    out = {"python": platform.python_version()}
+    for name in ("mnistbench", "torch", "torchvision", "torchmetrics", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def git_commit() -> str | None:
@@ -54,6 +56,8 @@ class RunRecord:
             raise UserError(f"cannot write to the output folder {self.folder} ({e.strerror or e}); "
                             "choose another with --out") from None
         self.metrics_path = self.folder / METRICS
+        for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
         """A file inside the run folder."""
@@ -83,7 +87,6 @@ class RunRecord:
         if not self.metrics_path.exists():
             return
         kept = self.metrics_path.read_bytes().split(b"\n")[:lines]
-        from .fsio import write_bytes
         write_bytes(self.metrics_path, b"".join(k + b"\n" for k in kept))
 
     def read_metrics(self) -> list[dict[str, Any]]:

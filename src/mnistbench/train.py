@@ -132,7 +132,7 @@ def load_run_config(run_dir: str | os.PathLike) -> Config:
         saved = json.loads(path.read_text())["config"]
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{path}: not a readable run config ({e}); is {run_dir} a mnistbench run folder?") from None
-    return resolve({**saved, **saved.pop("model_args", {})})
+    return resolve(Config(**{**saved, "model_args": saved.get("model_args", {})}).flat())
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:

@@ -29,12 +29,14 @@ def read_bytes(path: Path) -> bytes:
 
 def parse_idx(content: bytes, *, ndim: int, name: str = "IDX data") -> np.ndarray:
     """Parse IDX `content` with exactly `ndim` dimensions of unsigned bytes into an array."""
-    if len(content) < 4 + 4 * ndim:
+    if len(content) < 4:
         raise UserError(f"{name}: only {len(content)} bytes, too short for an IDX header; the file is truncated")
     zero, dtype, dims = struct.unpack(">HBB", content[:4])
     if zero != 0 or dtype != _UBYTE or dims != ndim:
         raise UserError(f"{name}: bad IDX magic {content[:4].hex()} (expected 000008{ndim:02x}); "
                         "this is not the right MNIST-format file")
+    if len(content) < 4 + 4 * ndim:
+        raise UserError(f"{name}: only {len(content)} bytes, too short for an IDX header; the file is truncated")
     shape = struct.unpack(f">{ndim}I", content[4:4 + 4 * ndim])
     expected = 4 + 4 * ndim + int(np.prod(shape))
     if len(content) != expected:

@@ -1,0 +1,159 @@
+"""Figures of a study report, each returned as PNG bytes: curves, Pareto scatter, confusions, F1, mistakes."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def png(fig) -> bytes:
+    """Render `fig` to PNG bytes and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _colors(models: Sequence[str]) -> dict[str, str]:
+    return {m: f"C{i % 10}" for i, m in enumerate(models)}
+
+
+def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequence[str]) -> bytes:
+    """Every run overlaid: train loss vs step and vs training seconds, validation accuracy vs seconds.
+
+    `runs` holds (model, seed, metrics records); seeds of one model share its colour.
+    """
+    plt = _pyplot()
+    color = _colors(models)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    labelled: set[str] = set()
+    for model, _seed, records in runs:
+        train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
+        val = [r for r in records if r.get("kind") == "val" and r.get("val_accuracy") is not None]
+        label = None if model in labelled else model
+        labelled.add(model)
+        kw = {"color": color[model], "lw": 1.2, "alpha": 0.85}
+        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=label, **kw)
+        axes[1].plot([r["train_seconds"] for r in train], [r["loss"] for r in train], label=label, **kw)
+        axes[2].plot([r["train_seconds"] for r in val], [100 * r["val_accuracy"] for r in val], "o-",
+                     label=label, ms=4, **kw)
+    for ax, xlabel, ylabel in zip(axes, ("training step", "training seconds", "training seconds"),
+                                  ("train loss", "train loss", "validation accuracy (%)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+    for ax in axes[1:]:
+        ax.set_xscale("symlog", linthresh=1.0)  # runs differ by orders of magnitude in time
+    axes[2].legend(fontsize=8)
+    axes[0].set_title("training loss by step")
+    axes[1].set_title("training loss by time")
+    axes[2].set_title("validation accuracy by time (epoch ends)")
+    return png(fig)
+
+
+def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
+    """Test accuracy against training seconds per model (mean ± std), the Pareto front drawn as a step line.
+
+    Each point: model, seconds, accuracy, seconds_std, accuracy_std, front (bool).
+    """
+    plt = _pyplot()
+    color = _colors(models)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for p in points:
+        ax.errorbar(p["seconds"], 100 * p["accuracy"], xerr=p.get("seconds_std") or None,
+                    yerr=100 * p["accuracy_std"] if p.get("accuracy_std") else None,
+                    fmt="*" if p["front"] else "o", ms=14 if p["front"] else 8, color=color[p["model"]],
+                    capsize=3, zorder=3)
+        ax.annotate(p["model"], (p["seconds"], 100 * p["accuracy"]), textcoords="offset points", xytext=(8, 6),
+                    fontsize=9)
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["seconds"])
+    if len(front) > 1:
+        ax.step([p["seconds"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.4",
+                ls="--", lw=1, zorder=2, label="Pareto front (no model is both faster and more accurate)")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy against training time; stars: Pareto front")
+    ax.grid(alpha=0.3, which="both")
+    return png(fig)
+
+
+def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes: Sequence[str]) -> bytes:
+    """Small multiples of confusion matrices (rows = true), log colour so rare errors show; errors counted."""
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    n = len(matrices)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 4.1 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (title, matrix) in zip(axes.flat, matrices):
+        cm = np.asarray(matrix)
+        ax.imshow(cm + 1, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2, cm.max() + 1)))
+        for i, j in np.ndindex(cm.shape):
+            if cm[i, j] and i != j:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6)
+        ticks = range(len(classes))
+        short = [c[:5] for c in classes]
+        ax.set_xticks(ticks, short, fontsize=6, rotation=90 if max(map(len, short)) > 1 else 0)
+        ax.set_yticks(ticks, short, fontsize=6)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return png(fig)
+
+
+def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> bytes:
+    """Grouped bars: per-class F1 of every model side by side."""
+    plt = _pyplot()
+    models = list(f1)
+    color = _colors(models)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(classes) * max(1, len(models)) / 2), 4.2))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(classes))
+    for i, m in enumerate(models):
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, f1[m], width, label=m, color=color[m])
+    values = [v for vs in f1.values() for v in vs]
+    low = min(values) if values else 0.0
+    ax.set_ylim(max(0.0, low - 0.05 * (1 - low) - 0.02), 1.0)  # zoom on the differences
+    ax.set_xticks(x, classes, rotation=30 if max(map(len, classes)) > 2 else 0)
+    ax.set_ylabel("F1 on the test set")
+    ax.set_title("per-class F1")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, ncol=min(len(models), 5), loc="lower right")
+    return png(fig)
+
+
+def image_rows(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], columns: int = 16) -> bytes:
+    """One row of up to `columns` small 28x28 images per entry: (row title, [(image, caption), ...])."""
+    plt = _pyplot()
+    n = max(len(rows), 1)
+    fig, axes = plt.subplots(n, columns, figsize=(columns * 0.85, n * 1.15 + 0.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (title, images) in enumerate(rows):
+        axes[r, 0].set_title(title, loc="left", fontsize=9, fontweight="bold", x=0.0, y=1.18)
+        for c, (img, caption) in enumerate(images[:columns]):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+            ax.text(0.5, -0.08, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+        if not images:
+            axes[r, 0].text(0.0, 0.5, "no mistakes", transform=axes[r, 0].transAxes, fontsize=8)
+    fig.subplots_adjust(hspace=0.9, wspace=0.1)
+    return png(fig)

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real data folder beside the repository (../shared/data), small and fast settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MNISTBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
+
+# Small, fast settings for end-to-end runs on slices of the real data.
+TINY = {"train_limit": 512, "test_limit": 256, "val_size": 256, "epochs": 1, "batch_size": 64,
+        "inference_benchmark": False, "quiet": True, "log_every": 2}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST / Fashion-MNIST folder; its absence is a failure, not a skip."""
+    assert (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists(), f"real data expected in {DATA}"
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_network_and_small_threads(monkeypatch):
+    """Tests never touch the network: any download attempt fails loudly."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in tests")
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", refuse)
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", refuse)
+    monkeypatch.setattr("torch.hub.download_url_to_file", refuse)
+    torch.manual_seed(0)

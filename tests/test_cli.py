@@ -1,0 +1,101 @@
+"""The command line on a small slice of the real data: every artifact, clear errors, evaluate."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnistbench.cli import main
+
+ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt", "curves.png",
+             "confusion.png")
+SUMMARY_KEYS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss", "per_class", "confusion_matrix",
+                "train_seconds", "time_to_accuracy", "epochs_completed", "params", "device",
+                "inference_ms_per_image", "inference_images_per_second", "flops_per_image", "peak_memory_mb")
+
+
+def tiny_args(data_dir, out, *extra):
+    return ["train", "--model", "cnn", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "2",
+            "--batch-size", "64", "--quiet", "--set", "train_limit=640", "--set", "test_limit=300",
+            "--set", "val_size=300", "--set", "width=8", "--set", "log_every=3", *extra]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    # through the real console entry point, as a user runs it
+    proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(data_dir, out)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+    return out
+
+
+def test_run_writes_every_artifact(run_dir):
+    for name in ARTIFACTS:
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    s = json.loads((run_dir / "summary.json").read_text())
+    missing = [k for k in SUMMARY_KEYS if k not in s]
+    assert not missing
+    assert s["epochs_completed"] == 2 and 0.0 <= s["test_accuracy"] <= 1.0
+    assert sum(map(sum, s["confusion_matrix"])) == 300
+    assert set(s["time_to_accuracy"]) == {"0.98", "0.99", "0.995"}
+    assert s["inference_ms_per_image"] > 0 and s["inference_images_per_second"] > 0
+
+
+def test_config_and_metrics_records(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["config"]["model_args"] == {"width": 8} and cfg["config"]["epochs"] == 2
+    assert {"torch", "torchvision", "python"} <= set(cfg["versions"]) and cfg["device"].startswith("cpu")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["epoch"] for r in val] == [1, 2]
+    assert train and all({"step", "loss", "train_seconds", "time"} <= set(r) for r in train)
+    assert all({"val_loss", "val_accuracy", "train_seconds"} <= set(r) for r in val)
+
+
+def test_evaluate_reproduces_test_metrics(run_dir, data_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--data-dir", str(data_dir)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert shown["test_accuracy"] == pytest.approx(s["test_accuracy"])
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--set", "lables=1"], "unknown config key 'lables'"),
+    (["--set", "epohcs=1"], "did you mean 'epochs'"),
+    (["--set", "batch_size=big"], "batch_size='big'"),
+    (["--device", "tpu"], "device='tpu'"),
+])
+def test_bad_config_is_one_line_before_work(tmp_path, data_dir, capsys, extra, needle):
+    out = tmp_path / "never"
+    assert main(tiny_args(data_dir, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # rejected before any work
+
+
+def test_missing_data_is_one_line(tmp_path, capsys):
+    assert main(tiny_args(tmp_path / "empty", tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz" in err and err.count("\n") == 1
+
+
+def test_evaluate_unreadable_checkpoint(run_dir, tmp_path, capsys):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    (bad / "model.pt").write_bytes(b"not a checkpoint")
+    assert main(["evaluate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt" in err and "Traceback" not in err
+
+
+def test_models_and_help(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "cnn" in out and "params" in out
+    proc = subprocess.run([sys.executable, "-m", "mnistbench", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train" in proc.stdout

@@ -1,0 +1,37 @@
+"""The frozen config: layering, parsing, and typos rejected before any work."""
+import dataclasses
+
+import pytest
+
+from mnistbench.config import parse_sets, resolve
+from mnistbench.errors import UserError
+
+
+def test_recipe_then_overrides():
+    cfg = resolve({"model": "cnn", "epochs": "7", "width": "16", "quiet": True})
+    assert cfg.epochs == 7 and cfg.model_args == {"width": 16} and cfg.quiet is True
+    assert cfg.batch_size == 256  # from the cnn default recipe
+    assert resolve({"recipe": "long"}).epochs > resolve({}).epochs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"epoch": "3"}, "did you mean 'epochs'"),
+    ({"learning_rate": "1"}, "unknown config key 'learning_rate'"),
+    ({"epochs": "three"}, "expected a int"),
+    ({"epochs": "0"}, "must be > 0"),
+    ({"optimizer": "adam"}, "choose one of adamw, sgd"),
+    ({"model": "resnet"}, "registered models"),
+    ({"recipe": "fast"}, "no recipe 'fast'"),
+    ({"deterministic": "maybe"}, "expected a bool"),
+])
+def test_bad_keys_and_values(overrides, needle):
+    with pytest.raises(UserError, match=needle):
+        resolve(overrides)
+
+
+def test_parse_sets():
+    assert parse_sets(["a=1", "b-c = x"]) == {"a": "1", "b_c": "x"}
+    with pytest.raises(UserError, match="key=value"):
+        parse_sets(["novalue"])

@@ -1,0 +1,56 @@
+"""The training engine: it can fit, it selects on validation, it schedules and logs what it says."""
+import json
+
+import torch
+
+from mnistbench.config import resolve
+from mnistbench.train import train
+
+from conftest import TINY
+
+
+def test_overfits_a_tiny_batch(tmp_path, data_dir):
+    # 64 training images, many epochs: a working loop drives the training loss near zero
+    cfg = resolve({**TINY, "train_limit": 64, "batch_size": 64, "epochs": 60, "lr": 1e-2, "width": 8,
+                   "log_every": 1, "dropout": 0.0, "weight_decay": 0.0, "data_dir": str(data_dir),
+                   "out": str(tmp_path / "run"), "precision": "fp32", "label_smoothing": 0.0})
+    train(cfg)
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) == 60 and losses[-1] < 0.05 < losses[0]
+
+
+def test_best_validation_weights_are_kept(tmp_path, data_dir):
+    cfg = resolve({**TINY, "epochs": 3, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r")})
+    s = train(cfg)
+    val = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(l)["kind"] == "val"]
+    best = max(range(3), key=lambda i: val[i]["val_accuracy"])
+    assert s["best_epoch"] == best + 1 and s["best_val_accuracy"] == val[best]["val_accuracy"]
+    saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
+    assert set(saved) and all(torch.is_tensor(v) for v in saved.values())
+
+
+def test_target_accuracy_stops_early(tmp_path, data_dir):
+    cfg = resolve({**TINY, "epochs": 5, "width": 8, "target_accuracy": 0.01, "data_dir": str(data_dir),
+                   "out": str(tmp_path / "r")})
+    s = train(cfg)
+    assert s["epochs_completed"] == 1 and s["stopped_early"]
+
+
+def test_schedules_reach_their_peaks():
+    from mnistbench.models import get_model
+    from mnistbench.optim import make_optimizer, make_scheduler
+
+    for schedule in ("onecycle", "cosine", "constant"):
+        cfg = resolve({"schedule": schedule, "lr": 0.1, "warmup": 0.2})
+        opt = make_optimizer(get_model("cnn", width=4), cfg)
+        sched = make_scheduler(opt, cfg, 100)
+        lrs = []
+        for _ in range(100):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert max(lrs) <= 0.1 + 1e-9 and max(lrs) > 0.09
+        if schedule != "constant":
+            assert lrs[-1] < 0.01 and lrs[0] < 0.05

@@ -1,0 +1,44 @@
+"""Registry-wide model checks: output shape, every trainable parameter gets a gradient, nothing NaN."""
+import pytest
+import torch
+
+from mnistbench.errors import UserError
+from mnistbench.models import MODELS, get_model, get_spec, list_models
+
+CLASSIFIERS = [n for n in list_models() if MODELS[n].task == "classify"]
+
+
+def _offline_options(name: str) -> dict:
+    return {"pretrained": False} if "pretrained" in get_spec(name).arg_defaults() else {}
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_contract(name):
+    torch.manual_seed(0)
+    model = get_model(name, **_offline_options(name))
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    logits = model(x)
+    assert logits.shape == (3, 10)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(1).sum().backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no or non-finite gradient for {missing[:5]}"
+    assert any(p.grad.abs().sum() > 0 for _, p in trainable)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_default_recipe_and_about(name):
+    spec = get_spec(name)
+    assert "default" in spec.recipes and spec.about
+    for key in spec.recipes["default"]:
+        from mnistbench.config import FIELDS
+        assert key in FIELDS, f"{name} recipe sets unknown field {key}"
+
+
+def test_get_model_rejects_unknown_option():
+    with pytest.raises(UserError, match="takes no option"):
+        get_model("cnn", depth=3)
+    with pytest.raises(UserError, match="registered models"):
+        get_model("lenet")
