@@ -5,12 +5,13 @@ import pytest
 
 from mnistbench.config import parse_sets, resolve
 from mnistbench.errors import UserError
+from mnistbench.models import get_spec
 
 
 def test_recipe_then_overrides():
     cfg = resolve({"model": "cnn", "epochs": "7", "width": "16", "quiet": True})
     assert cfg.epochs == 7 and cfg.model_args == {"width": 16} and cfg.quiet is True
-    assert cfg.batch_size == 256  # from the cnn default recipe
+    assert cfg.batch_size == get_spec("cnn").recipes["default"]["batch_size"] != 256  # recipe over global default
     assert resolve({"recipe": "long"}).epochs > resolve({}).epochs
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3

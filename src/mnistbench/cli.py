@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", dest="data_dir", default="")
     p.add_argument("--device", default="auto")
     sub.add_parser("models", help="list registered models: parameters and default recipes")
+    _compare_parsers(sub)
     return parser
 
 
@@ -103,7 +104,48 @@ def _no_download(spec) -> dict[str, Any]:
     return {"pretrained": False} if "pretrained" in spec.arg_defaults() else {}
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models}
+# --- compare and report (the whole study) ---------------------------------------------------------
+def _compare_parsers(sub) -> None:
+    p = sub.add_parser("compare", help="train every model x seed under one preset, then write the study report",
+                       epilog="Rerunning the same command resumes: finished runs are skipped, failed ones retried.")
+    p.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    p.add_argument("--preset", default="quick", help="quick (CPU, ~15 min, slices), standard or notebook")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per model (mean ± std in the report)")
+    p.add_argument("--out", help="the study folder (default runs/compare-<preset>)")
+    p.add_argument("--data-dir", dest="data_dir", default="", help="folder holding mnist/ and fashion-mnist/")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config field or model option for every model that takes it")
+    p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
+    p = sub.add_parser("report", help="rebuild a study's results and report from its finished runs")
+    p.add_argument("dir", help="the study folder (the --out of compare)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .study import StudyInterrupted, compare
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    try:
+        compare(models, preset=args.preset, seeds=args.seeds, out=args.out, data_dir=args.data_dir,
+                device=args.device, overrides=parse_sets(args.sets), quiet=args.quiet)
+    except StudyInterrupted as e:
+        print(f"\nmnistbench: {e}", file=sys.stderr)
+        return e.code
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import REPORT_HTML, rebuild
+
+    rows = rebuild(args.dir)
+    print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished; report: "
+          f"{args.dir}/{REPORT_HTML}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models,
+            "compare": cmd_compare, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

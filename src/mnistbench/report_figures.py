@@ -24,6 +24,21 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _plain_log_ticks(axis) -> None:
+    """Log-axis tick labels as plain numbers (0.5, 2, 300); minor ticks labelled only on short ranges."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v: float, _pos) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if v <= 0 or lo <= 0 or math.log10(hi / lo) > 1.2:
+            return ""
+        mantissa = round(v / 10 ** math.floor(math.log10(v)), 6)
+        return f"{v:g}" if math.log10(hi / lo) < 0.6 or mantissa in (2, 3, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def _colors(models: Sequence[str]) -> dict[str, str]:
     return {m: f"C{i % 10}" for i, m in enumerate(models)}
 
@@ -42,9 +57,10 @@ def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequen
         val = [r for r in records if r.get("kind") == "val" and r.get("val_accuracy") is not None]
         label = None if model in labelled else model
         labelled.add(model)
-        kw = {"color": color[model], "lw": 1.2, "alpha": 0.85}
+        kw = {"color": color[model], "lw": 1.2, "alpha": 0.85, "marker": "." if len(train) < 20 else None}
         axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=label, **kw)
         axes[1].plot([r["train_seconds"] for r in train], [r["loss"] for r in train], label=label, **kw)
+        kw.pop("marker")
         axes[2].plot([r["train_seconds"] for r in val], [100 * r["val_accuracy"] for r in val], "o-",
                      label=label, ms=4, **kw)
     for ax, xlabel, ylabel in zip(axes, ("training step", "training seconds", "training seconds"),
@@ -54,8 +70,10 @@ def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequen
         ax.grid(alpha=0.3)
     for ax in axes[:2]:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
     for ax in axes[1:]:
-        ax.set_xscale("symlog", linthresh=1.0)  # runs differ by orders of magnitude in time
+        ax.set_xscale("log")  # runs differ by orders of magnitude in time
+        _plain_log_ticks(ax.xaxis)
     axes[2].legend(fontsize=8)
     axes[0].set_title("training loss by step")
     axes[1].set_title("training loss by time")
@@ -82,8 +100,9 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
     if len(front) > 1:
         ax.step([p["seconds"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.4",
                 ls="--", lw=1, zorder=2, label="Pareto front (no model is both faster and more accurate)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("training seconds (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy against training time; stars: Pareto front")
@@ -124,7 +143,7 @@ def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> byte
     plt = _pyplot()
     models = list(f1)
     color = _colors(models)
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(classes) * max(1, len(models)) / 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(classes) * len(models) + 4)), 4.2))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(classes))
     for i, m in enumerate(models):
@@ -136,7 +155,8 @@ def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> byte
     ax.set_ylabel("F1 on the test set")
     ax.set_title("per-class F1")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, ncol=min(len(models), 5), loc="lower right")
+    ax.legend(fontsize=8, ncol=min(len(models), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12 if
+              max(map(len, classes)) <= 2 else -0.3), frameon=False)
     return png(fig)
 
 

@@ -44,7 +44,12 @@ SPEC = ModelSpec(
     build=build,
     about="custom CNN: 3 conv-BN-ReLU-maxpool stages, dropout, linear head",
     recipes={
-        "default": {"epochs": 2, "batch_size": 256, "lr": 3e-3, "schedule": "onecycle", "augment": "none"},
-        "long": {"epochs": 15, "batch_size": 256, "lr": 3e-3, "schedule": "onecycle", "augment": "affine"},
+        # one epoch, no augmentation: the CPU bar is >= 99.0 % in <= 20 s for the whole command
+        "default": {"epochs": 1, "batch_size": 128, "lr": 1e-2, "schedule": "onecycle", "augment": "none"},
+        # integer shifts of up to 2 px stop overfitting over more epochs: >= 99.5 % on CPU
+        "long": {"epochs": 8, "batch_size": 128, "lr": 6e-3, "schedule": "onecycle", "augment": "translate"},
+        # large batches keep a GPU busy; compile removes Python overhead (its time is reported apart)
+        "gpu": {"epochs": 4, "batch_size": 512, "lr": 1e-2, "schedule": "onecycle", "augment": "translate",
+                "compile": True},
     },
 )
