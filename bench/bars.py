@@ -39,18 +39,21 @@ PLANS: dict[str, dict[str, dict]] = {
         "frcnn-gpu": {"model": "frcnn", "recipe": "gpu"},
     },
 }
-DRY = {"epochs": 1, "train_limit": 256, "test_limit": 128, "val_size": 128, "inference_benchmark": False}
+DRY = {"checkpoints": False, "epochs": 1, "train_limit": 256, "test_limit": 128, "val_size": 128, "inference_benchmark": False}
 COLUMNS = ("test_accuracy", "test_macro_f1", "train_seconds", "compile_seconds", "epochs_completed",
            "train_images_per_second", "inference_ms_per_image", "inference_images_per_second", "map_50", "map",
            "weights_source", "device", "precision", "wall_seconds")
 
 
-def run_plan(plan: dict[str, dict], common: dict, dry: bool, out: Path) -> list[dict]:
+def run_plan(plan: dict[str, dict], common: dict, dry: bool, out: Path, results: Path, budget_s: float) -> list[dict]:
     from mnistbench.config import resolve
     from mnistbench.train import train
 
-    rows = []
+    rows, start = [], time.perf_counter()
     for name, overrides in plan.items():
+        if time.perf_counter() - start > budget_s:
+            rows.append({"name": name, "status": "skipped: time budget spent"})
+            continue
         cfg_in = {**overrides, **common, "out": str(out / name), "quiet": True}
         if dry:
             cfg_in.update(DRY)
@@ -64,7 +67,7 @@ def run_plan(plan: dict[str, dict], common: dict, dry: bool, out: Path) -> list[
         row["command_seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (out / "bars.json").write_text(json.dumps(rows, indent=2))
+        results.write_text(json.dumps(rows, indent=2))
     return rows
 
 
@@ -81,7 +84,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("plan", choices=sorted(PLANS))
     p.add_argument("--data-dir", default="")
-    p.add_argument("--out", default="runs/bars")
+    p.add_argument("--out", default="runs/bars", help="where the run folders go")
+    p.add_argument("--results", default="", help="the JSON table (default OUT/bars.json)")
+    p.add_argument("--budget-s", type=float, default=float("inf"), help="start no run after this many seconds")
     p.add_argument("--only", default="", help="comma-separated name prefixes")
     p.add_argument("--dry-run", action="store_true", help="tiny slices, to check that every run starts")
     p.add_argument("--set", action="append", default=[], help="key=value applied to every run")
@@ -92,7 +97,7 @@ def main() -> int:
     common = {"data_dir": a.data_dir, **parse_sets(a.set)} if a.data_dir else parse_sets(a.set)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_plan(plan, common, a.dry_run, out)
+    rows = run_plan(plan, common, a.dry_run, out, Path(a.results or out / "bars.json"), a.budget_s)
     print(table(rows))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

@@ -20,7 +20,7 @@ from mnistbench.cli import main
 from mnistbench.config import resolve
 from mnistbench.errors import UserError
 from mnistbench.models import ModelSpec
-from mnistbench.report import COLUMNS
+from mnistbench.results import COLUMNS
 from mnistbench.study import compare, run_state
 
 from conftest import TINY

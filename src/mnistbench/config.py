@@ -57,6 +57,7 @@ class Config:
     target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
     log_every: int = 50               # training steps per logged loss
     checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
+    checkpoints: bool = True          # false: no checkpoint.pt at all (throwaway benchmark runs)
     inference_benchmark: bool = True  # time batch-1 latency and large-batch throughput after training
     quiet: bool = False
     model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's own options
@@ -167,6 +168,6 @@ def validate(cfg: Config) -> None:
 def effective_settings(cfg: Config) -> dict[str, Any]:
     """Fields that decide the result: everything except where things are read and written and display."""
     d = cfg.to_dict()
-    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes"):
+    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes", "checkpoints"):
         d.pop(key)
     return d

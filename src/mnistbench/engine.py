@@ -119,6 +119,8 @@ class Trainer:
             self.best_weights = checkpoint.load(self.run.path(checkpoint.MODEL))
 
     def save_checkpoint(self) -> None:
+        if not self.cfg.checkpoints:
+            return
         if self._best_dirty:
             checkpoint.save(self.run.path(checkpoint.MODEL), self.best_weights)
             self._best_dirty = False

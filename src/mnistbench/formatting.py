@@ -1,0 +1,60 @@
+"""Numbers and names as the study report prints them."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def si(x: float) -> str:
+    """3 significant digits with a K / M / G suffix: '12.7 K'."""
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " K")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def secs(x: float) -> str:
+    """Seconds with fewer decimals the larger they are."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def ratio(x: float) -> str:
+    """A 'n× as large' factor."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage: '98.50 %'."""
+    return f"{100 * x:.2f} %"
+
+
+def names(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+FORMATS = {
+    "test_accuracy": lambda x: f"{100 * x:.2f}", "test_macro_f1": lambda x: f"{x:.4f}",
+    "test_loss": lambda x: f"{x:.4f}", "train_seconds": secs, "time_to_99": secs,
+    "train_images_per_second": lambda x: f"{x:,.0f}", "inference_ms_per_image": lambda x: f"{x:.3g}",
+    "inference_images_per_second": lambda x: f"{x:,.0f}", "params": si, "flops_per_image": si,
+    "peak_memory_mb": lambda x: f"{x:,.0f}", "map_50": lambda x: f"{x:.3f}",
+}
+
+
+def value(row: dict[str, Any], col: str) -> str:
+    """A row's numeric column in its table format; '–' when unknown."""
+    v = row.get(col)
+    return "–" if v is None else FORMATS[col](v)
+
+
+def cell(a: dict[str, Any], col: str) -> str:
+    """An aggregate's column as 'mean ± std' (std only with several seeds); '–' when unknown."""
+    v = a.get(col)
+    if v is None:
+        return "–"
+    f = FORMATS[col]
+    std = a.get(f"{col}_std")
+    text = f(v) if not std else f"{f(v)} ± {f(std)}"  # no "± 0" for what seeds do not change (parameters)
+    n = a.get(f"{col}_n", a["ok"])
+    return text if n == a["ok"] else f"{text} ({n}/{a['ok']} seeds)"
