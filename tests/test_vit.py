@@ -6,9 +6,8 @@ from torch import nn
 from mnistbench.errors import UserError
 from mnistbench.models import vit
 
-TINY = dict(patch_size=7, dim=32, depth=2, heads=4, mlp_ratio=2.0)
-RECIPE_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup", "label_smoothing",
-               "grad_clip", "augment", "translate", "rotate", "scale", "precision"}
+TINY = {"patch_size": 7, "dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
+from mnistbench.config import FIELDS as RECIPE_KEYS  # noqa: E402
 
 
 def _input(b: int = 3, seed: int = 0) -> torch.Tensor:
@@ -86,7 +85,7 @@ def test_without_positions_patch_order_does_not_matter(patch_size):
         assert not torch.allclose(model(x_perm), model(x), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("cfg", [TINY, dict(patch_size=4, dim=48, depth=3, heads=6, mlp_ratio=4.0), {}],
+@pytest.mark.parametrize("cfg", [TINY, {"patch_size": 4, "dim": 48, "depth": 3, "heads": 6, "mlp_ratio": 4.0}, {}],
                          ids=["tiny", "patch4", "default"])
 def test_parameter_count_matches_formula(cfg):
     args = {**vit.SPEC.arg_defaults(), **cfg}
@@ -106,15 +105,15 @@ def test_parameter_count_matches_formula(cfg):
 
 
 @pytest.mark.parametrize("cfg, words", [
-    (dict(patch_size=5), "patch_size"),
-    (dict(patch_size=14), "patch_size"),
-    (dict(dim=128, heads=3), "heads=3"),
-    (dict(dim=0), "dim"),
-    (dict(depth=0), "depth"),
-    (dict(heads=0), "heads"),
-    (dict(mlp_ratio=0.0), "mlp_ratio"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(dropout=-0.1), "dropout"),
+    ({"patch_size": 5}, "patch_size"),
+    ({"patch_size": 14}, "patch_size"),
+    ({"dim": 128, "heads": 3}, "heads=3"),
+    ({"dim": 0}, "dim"),
+    ({"depth": 0}, "depth"),
+    ({"heads": 0}, "heads"),
+    ({"mlp_ratio": 0.0}, "mlp_ratio"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"dropout": -0.1}, "dropout"),
 ])
 def test_invalid_config_raises_user_error(cfg, words):
     with pytest.raises(UserError, match=words):

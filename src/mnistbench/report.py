@@ -11,7 +11,6 @@ from .findings import about, classifiers, error_sets, findings
 from .formatting import cell, pct, value
 from .fsio import write_bytes
 from .report_doc import FIGURES, Doc
-# study.py reaches the results API through this module too (report.run_row, report.RESULTS_CSV, ...).
 from .results import (RESULTS_CSV, RESULTS_JSON, aggregate, class_names, failed_row, pareto_models,
                       read_json, read_metrics, read_results, representatives, run_row, write_results)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import checkpoint, presets, report
+from . import checkpoint, presets, report, results
 from .config import FIELDS, Config, resolve
 from .errors import UserError
 from .fsio import write_bytes
@@ -203,7 +203,7 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
 
     def save() -> list[dict[str, Any]]:
         ordered = [rows[(j.model, j.seed)] for j in jobs if (j.model, j.seed) in rows]
-        report.write_results(study, meta, ordered)
+        results.write_results(study, meta, ordered)
         return ordered
 
     t0, ran_seconds, ran = time.perf_counter(), 0.0, 0
@@ -215,7 +215,7 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
         head = f"[{i}/{len(jobs)}] {job.model}, seed {job.seed}"
         folder = study / job.run_dir
         if states[i - 1] == "done":
-            rows[(job.model, job.seed)] = report.run_row(study, job.run_dir, preset=preset)
+            rows[(job.model, job.seed)] = results.run_row(study, job.run_dir, preset=preset)
             save()
             log(f"{head}: finished earlier, skipped ({job.run_dir})")
             continue
@@ -227,14 +227,14 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
         try:
             cfg = resolve(job.overrides)
             _train(cfg, folder, states[i - 1])
-            row = report.run_row(study, job.run_dir, preset=preset)
+            row = results.run_row(study, job.run_dir, preset=preset)
             log(f"{head}: test accuracy {_pct(row['test_accuracy'])}, {row['train_seconds'] or 0:.1f} s of training")
         except (Interrupted, KeyboardInterrupt) as e:
             done = save()
             code = getattr(e, "code", 130)
             raise StudyInterrupted(
                 f"study stopped by {e if isinstance(e, Interrupted) else 'Ctrl-C'} during {job.model} seed {job.seed}; "
-                f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {study / report.RESULTS_CSV}. "
+                f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {study / results.RESULTS_CSV}. "
                 f"Continue with: {command}   (finished runs are skipped"
                 + ("; the interrupted one resumes from its checkpoint" if isinstance(e, Interrupted) else "")
                 + f"). Report of the finished runs: mnistbench report {shlex.quote(str(study))}", code) from None
@@ -242,7 +242,7 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
             reason = one_line(e)
             folder.mkdir(parents=True, exist_ok=True)
             write_bytes(folder / "error.txt", traceback.format_exc().encode())
-            row = report.failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=reason)
+            row = results.failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=reason)
             log(f"{head}: FAILED: {reason} (traceback in {job.run_dir}/error.txt)")
         rows[(job.model, job.seed)] = row
         save()
@@ -272,7 +272,7 @@ def _pct(x: float | None) -> str:
 def _previous_rows(study: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Rows of an earlier run of this study, by (model, seed); none if there was none."""
     try:
-        rows = json.loads((study / report.RESULTS_JSON).read_text())["rows"]
+        rows = json.loads((study / results.RESULTS_JSON).read_text())["rows"]
     except (OSError, ValueError, KeyError):
         return {}
     return {(r["model"], r["seed"]): r for r in rows}

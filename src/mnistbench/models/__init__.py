@@ -36,9 +36,10 @@ class ModelSpec:
 
 
 def _specs() -> dict[str, ModelSpec]:
-    from . import cnn
+    from ..detection import model as frcnn
+    from . import cnn, transfer, vit
 
-    specs = [cnn.SPEC]
+    specs = [cnn.SPEC, vit.SPEC, transfer.ALEXNET_SPEC, transfer.VGG16_SPEC, frcnn.SPEC]
     return {s.name: s for s in specs}
 
 

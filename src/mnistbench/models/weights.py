@@ -35,27 +35,30 @@ def describe(weights: WeightsEnum) -> str:
     return f"torchvision:{type(weights).__name__}.{weights.name}"
 
 
-def _torch_load(path: Path, what: str) -> object:
+def _reason(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _torch_load(path: Path, what: str, hint: str = "") -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; all mean "not a usable file"
-        raise UserError(f"cannot read {what} {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                        ) from e
+        raise UserError(f"cannot read {what} {path} ({_reason(e)}){hint}") from e
 
 
 def load_torchvision(weights: WeightsEnum, *, progress: bool = True) -> dict[str, torch.Tensor]:
     """The state dict of `weights`: the cached file if present, else a hash-checked download."""
     path = cache_file(weights)
     if path.is_file():
-        return _as_state_dict(_torch_load(path, "cached weights file (delete it to download again)"), path)
+        return _as_state_dict(_torch_load(path, "cached weights file", "; delete it to download it again"), path)
     try:
         # looked up at call time so tests can replace it; writes to a temp file, then moves it into place
         state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(path.parent), map_location="cpu",
                                                    progress=progress, check_hash=True, weights_only=True)
     except Exception as e:  # URLError, socket timeouts, hash mismatch: all end the same way
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise UserError(f"pretrained weights {describe(weights)} are not in the cache ({path} is absent) and "
-                        f"downloading {weights.url} failed ({reason}); put the file there, or use "
+                        f"downloading {weights.url} failed ({_reason(e)}); put the file there, or use "
                         f"--set weights=FILE, or train from scratch with --set pretrained=false") from e
     return _as_state_dict(state, path)
 
