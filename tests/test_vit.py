@@ -126,5 +126,5 @@ def test_spec_is_consistent():
     assert set(spec.arg_defaults()) == {"patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout"}
     assert {"default", "long"} <= set(spec.recipes)
     for name, recipe in spec.recipes.items():
-        assert set(recipe) <= RECIPE_KEYS, name
+        assert set(recipe) <= set(RECIPE_KEYS), name
     assert spec.recipes["long"]["epochs"] > spec.recipes["default"]["epochs"]
