@@ -1,6 +1,5 @@
 """Nothing lost: exact resume after SIGKILL, SIGTERM, NaN, config changes, bad checkpoints, bad folders."""
 import json
-import os
 import random
 import signal
 import subprocess

@@ -1,0 +1,294 @@
+"""Faster R-CNN on digit scenes: boxes, scenes, a few training steps, mAP, weights, the task, the CLI."""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import batched_nms
+
+from mnistbench.cli import main
+from mnistbench.config import resolve
+from mnistbench.data.datasets import Splits, get_info
+from mnistbench.detection import batched, evaluate
+from mnistbench.detection.boxes import digit_boxes
+from mnistbench.detection.model import BACKBONE_WEIGHTS, ROI_STRIDE, build
+from mnistbench.detection.runner import make_task
+from mnistbench.detection.scenes import centered, digit_pool, make_scenes, to_targets
+from mnistbench.errors import UserError
+from mnistbench.models import weights as wts
+
+# A model small enough to train a few steps in a second or two on one CPU thread.
+TINY_MODEL = {"image_size": 48, "max_scale": 1.0, "width_mult": 0.25, "fpn_channels": 16, "representation_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def empty_weights_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def fake_digits(n: int, classes=range(10), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 28, 28) uint8 images each holding one random solid rectangle of ink, and random labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    corner = torch.randint(2, 12, (n, 2), generator=g)
+    size = torch.randint(4, 14, (n, 2), generator=g)
+    for i in range(n):  # test data only
+        (r, c), (h, w) = corner[i].tolist(), size[i].tolist()
+        x[i, r:r + h, c:c + w] = 255
+    y = torch.tensor(list(classes))[torch.randint(0, len(classes), (n,), generator=g)]
+    return x, y
+
+
+# --- boxes ---------------------------------------------------------------------------------------
+def test_boxes_are_exact_pixel_extents_and_empty_images_are_flagged():
+    x = torch.zeros(4, 10, 12, dtype=torch.uint8)
+    x[0, 2:5, 3:9] = 200      # rows 2..4, cols 3..8
+    x[1, 0, 0] = 255          # a single corner pixel
+    x[1, 9, 11] = 30          # below the threshold: not ink
+    x[3, :, :] = 255          # everything
+    boxes, valid = digit_boxes(x)
+    assert valid.tolist() == [True, True, False, True]
+    assert boxes.tolist() == [[3, 2, 9, 5], [0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 12, 10]]
+    fb, fv = digit_boxes(x.float() / 255)  # float images in [0, 1] give the same boxes
+    assert torch.equal(fb, boxes) and torch.equal(fv, valid)
+
+
+# --- scenes --------------------------------------------------------------------------------------
+def test_scenes_are_seeded_inside_the_canvas_without_overlap_and_correctly_labelled():
+    x, y = fake_digits(50)
+    pool = digit_pool(x, y)
+    s = make_scenes(pool, 300, seed=3, canvas=64, max_digits=4)
+    assert s.images.shape == (300, 1, 64, 64) and s.boxes.shape == (300, 4, 4)
+    assert s.valid[:, 0].all() and (s.valid.sum(1) >= 1).all() and (s.valid.sum(1) == 4).any()
+    b = s.boxes[s.valid]
+    assert (b[:, :2] >= 0).all() and (b[:, 2:] <= 64).all() and (b[:, 2:] > b[:, :2]).all()
+    assert torch.equal(s.labels[s.valid], y[s.sources[s.valid]]) and (s.labels[~s.valid] == -1).all()
+    for k in range(4):  # every box holds ink
+        for i in s.valid[:, k].nonzero().flatten()[:20].tolist():
+            x1, y1, x2, y2 = s.boxes[i, k].int().tolist()
+            assert s.images[i, 0, y1:y2, x1:x2].max() > 0.25
+    # pairwise intersection of the tight boxes is empty
+    lo = torch.maximum(s.boxes[:, :, None, :2], s.boxes[:, None, :, :2])
+    hi = torch.minimum(s.boxes[:, :, None, 2:], s.boxes[:, None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    pairs = s.valid[:, :, None] & s.valid[:, None, :] & ~torch.eye(4, dtype=torch.bool)
+    assert (inter[pairs] == 0).all()
+    again, other = (make_scenes(pool, 300, seed=seed, canvas=64, max_digits=4) for seed in (3, 4))
+    assert all(torch.equal(a, b) for a, b in zip(vars(s).values(), vars(again).values()))
+    assert not torch.equal(s.images, other.images)
+
+
+def test_targets_and_centred_digits():
+    x, y = fake_digits(20)
+    s = make_scenes(digit_pool(x, y), 8, seed=0, canvas=48, max_digits=3, scale=(0.75, 1.0))
+    targets = to_targets(s)
+    assert [len(t["boxes"]) for t in targets] == s.valid.sum(1).tolist()
+    assert torch.equal(torch.cat([t["labels"] for t in targets]), s.labels[s.valid] + 1)  # 0 is background
+    c = centered(x[:2], 48)
+    assert c.shape == (2, 1, 48, 48) and torch.equal(c[:, 0, 10:38, 10:38], x[:2].float() / 255)
+
+
+# --- the model -----------------------------------------------------------------------------------
+def test_a_few_training_steps_then_boxes_in_eval_mode():
+    torch.manual_seed(0)
+    x, y = fake_digits(64)
+    model = build(**TINY_MODEL)
+    assert model.weights_source is None
+    scenes = make_scenes(digit_pool(x, y), 8, seed=1, canvas=48, max_digits=3, scale=(0.75, 1.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for step in range(6):
+        parts = model(scenes.images, to_targets(scenes))
+        assert set(parts) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+        loss = torch.stack(list(parts.values())).sum()
+        assert torch.isfinite(loss)
+        opt.zero_grad(), loss.backward()
+        if step == 0:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            assert len(grads) > 0.9 * len(list(model.parameters()))
+            assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-2:]) < losses[0]
+    dets = evaluate.detect(model, scenes.images, batch_size=4, amp=None)
+    assert len(dets) == 8 and model.training  # detect() restores the mode
+    for d in dets:
+        assert d["boxes"].shape[1:] == (4,) and len(d["boxes"]) == len(d["labels"]) == len(d["scores"]) <= 8
+        assert ((d["labels"] >= 1) & (d["labels"] <= 10)).all()
+
+
+def test_builder_rejects_bad_options():
+    for bad, needle in (({"backbone": "vgg"}, "backbone"), ({"image_size": 24}, "image_size"),
+                        ({"test_scenes": 0}, "test_scenes")):
+        with pytest.raises(UserError, match=needle):
+            build(**bad)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+def test_map_is_one_for_perfect_predictions_and_lower_for_a_shifted_box():
+    x, y = fake_digits(30)
+    s = make_scenes(digit_pool(x, y), 20, seed=2, canvas=64)
+    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["boxes"]))}
+               for t in to_targets(s)]
+    m = evaluate.detection_metrics(perfect, s)
+    assert m["map"] == pytest.approx(1.0) and m["map_50"] == pytest.approx(1.0)
+    assert set(m["per_class_ap"]) <= {str(c) for c in range(10)}
+    shifted = [dict(p) for p in perfect]
+    shifted[0] = {**perfect[0], "boxes": perfect[0]["boxes"] + torch.tensor([3.0, 3.0, 3.0, 3.0])}
+    assert evaluate.detection_metrics(shifted, s)["map"] < 1.0
+
+
+def test_classification_by_detection_counts_missing_boxes_as_wrong():
+    dets = [{"labels": torch.tensor([3, 8]), "scores": torch.tensor([0.4, 0.9]), "boxes": torch.zeros(2, 4)},
+            {"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([]), "boxes": torch.zeros(0, 4)},
+            {"labels": torch.tensor([1]), "scores": torch.tensor([0.5]), "boxes": torch.zeros(1, 4)}]
+    preds = evaluate.top_labels(dets)
+    assert preds.tolist() == [7, -1, 0]
+    r = evaluate.classification_metrics(preds, torch.tensor([7, 2, 5]))
+    assert r["test_accuracy"] == pytest.approx(1 / 3) and r["no_detection_count"] == 1
+    assert r["misclassified_count"] == 2 and r["misclassified"][0] == {"index": 1, "true": 2, "pred": -1}
+    assert r["confusion_matrix"][2][3] == 1  # the missing box counted as the wrong class (2 + 1) % 10
+    none = [{"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([])}] * 2
+    assert evaluate.top_labels(none).tolist() == [-1, -1]
+
+
+# --- weights -------------------------------------------------------------------------------------
+def test_offline_pretrained_names_the_cache_file_and_the_ways_out(tmp_path):
+    with pytest.raises(UserError) as e:
+        build(pretrained=True)
+    msg = str(e.value)
+    assert str(wts.cache_file(BACKBONE_WEIGHTS["mobilenet_v3_large_fpn"])) in msg
+    assert str(tmp_path / "torch") in msg
+    assert "--set weights=FILE" in msg and "--set pretrained=false" in msg and "\n" not in msg
+
+
+def test_weights_file_roundtrip_and_mismatch(tmp_path):
+    torch.manual_seed(1)
+    saved = build(**TINY_MODEL)
+    path = tmp_path / "frcnn.pt"
+    torch.save(saved.state_dict(), path)
+    torch.manual_seed(2)
+    loaded = build(**TINY_MODEL, weights=str(path))
+    assert loaded.weights_source == f"file:{path.resolve()}"
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(UserError, match="does not fit"):
+        build(**{**TINY_MODEL, "fpn_channels": 8}, weights=str(path))
+    (tmp_path / "junk.pt").write_bytes(b"not a state dict")
+    with pytest.raises(UserError, match="cannot read"):
+        build(**TINY_MODEL, weights=str(tmp_path / "junk.pt"))
+
+
+# --- the training task ---------------------------------------------------------------------------
+def _splits() -> Splits:
+    """Training digits of classes 0-4 only, validation and test digits of 5-9 only."""
+    (tx, ty), (vx, vy), (sx, sy) = fake_digits(200, range(5), 0), fake_digits(60, range(5, 10), 1), \
+        fake_digits(40, range(5, 10), 2)
+    return Splits(tx, ty, vx, vy, sx, sy, get_info("mnist"))
+
+
+def test_task_draws_each_split_only_and_resumes_batches_exactly():
+    cfg = resolve({"model": "frcnn", "batch_size": 8, "scenes_per_epoch": 40, "val_scenes": 10, "val_digits": 20,
+                   **TINY_MODEL})
+    task = make_task(_splits(), cfg, torch.device("cpu"))
+    assert task.steps_per_epoch == 5
+    full, resumed = list(task.batches(1, 0)), list(task.batches(1, 3))
+    assert len(full) == 5 and len(resumed) == 2
+    assert torch.equal(full[3].images, resumed[0].images) and torch.equal(full[4].boxes, resumed[1].boxes)
+    assert not torch.equal(full[0].images, next(task.batches(0, 0)).images)  # epochs differ
+    train_labels = torch.cat([b.labels[b.valid] for b in full])
+    assert set(train_labels.tolist()) <= set(range(5))
+    assert set(task.val_scenes.labels[task.val_scenes.valid].tolist()) <= set(range(5, 10))
+    torch.manual_seed(0)
+    model = build(**TINY_MODEL)
+    loss = task.loss(model, full[0], 0)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    val = task.validate(model)
+    assert {"val_loss", "val_accuracy", "val_map_50"} <= set(val) and 0 <= val["val_accuracy"] <= 1
+
+
+# --- end to end through the command line ---------------------------------------------------------
+def test_cli_train_and_evaluate(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "frcnn", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "1",
+            "--batch-size", "16", "--quiet", "--set", "train_limit=256", "--set", "test_limit=64",
+            "--set", "val_size=64", "--set", "scenes_per_epoch=48", "--set", "val_scenes=8",
+            "--set", "test_scenes=16", "--set", "eval_batch_size=32", "--set", "inference_benchmark=false",
+            *[f"--set={k}={v}" for k, v in TINY_MODEL.items()]]
+    assert main(args) == 0
+    for name in ("summary.json", "model.pt", "detections.png", "confusion.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("test_accuracy", "test_macro_f1", "test_loss", "per_class", "confusion_matrix", "misclassified",
+                "misclassified_count", "no_detection_count", "map", "map_50", "per_class_ap",
+                "inference_images_per_second", "inference_ms_per_image", "weights_source"):
+        assert key in s, key
+    assert sum(map(sum, s["confusion_matrix"])) == 64 and 0 <= s["map_50"] <= 1
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data-dir", str(data_dir)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["test_accuracy"] == pytest.approx(s["test_accuracy"]) and shown["map"] == pytest.approx(s["map"])
+
+
+def test_batched_rpn_and_heads_match_torchvision(monkeypatch):
+    """Proposals, detections and anchor labels equal those of torchvision's per-image code."""
+    monkeypatch.setattr(batched, "PRE_NMS_DETECTIONS", 10_000)  # no bound: compare every candidate
+    torch.manual_seed(0)
+    x, y = fake_digits(40)
+    s = make_scenes(digit_pool(x, y), 6, seed=5, canvas=48, max_digits=3, scale=(0.75, 1.0))
+    model = build(**TINY_MODEL).eval()
+    with torch.no_grad():
+        # spread the scores of the fresh heads (initialised with std 0.01): near-ties would order arbitrarily
+        for layer in [*model.rpn.head.modules(), model.roi_heads.box_predictor.cls_score]:
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+                layer.weight.normal_(std=0.3)
+        images = s.images * model.scale + model.shift
+        size = (48, 48)
+        feats = model.backbone(images)
+        levels = [feats[k] for k in model.rpn_levels]
+        image_list = ImageList(images, [size] * len(images))
+        theirs, _ = model.rpn(image_list, OrderedDict((k, feats[k]) for k in model.rpn_levels))
+        anchors = model.rpn.anchor_generator(ImageList(images[:1], [size]), [f[:1] for f in levels])[0]
+        ours, _ = batched.propose(model.rpn, levels, size, anchors, None)
+        for i, p in enumerate(theirs):
+            assert torch.allclose(p, ours.boxes[i][ours.valid[i]], atol=1e-4)
+        their_dets, _ = model.roi_heads(feats, theirs, image_list.image_sizes)
+        our_dets = batched.to_dicts(*batched.detections(model.roi_heads, feats[model.roi_level], ROI_STRIDE, ours,
+                                                        size))
+        assert sum(len(d["boxes"]) for d in our_dets) > 0
+        for a, b in zip(their_dets, our_dets):
+            assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+            assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
+        targets = to_targets(s)
+        their_labels, _ = model.rpn.assign_targets_to_anchors([anchors] * len(images), targets)
+        m = model.rpn.proposal_matcher
+        _, our_labels = batched.match(batched.pad_targets(targets), anchors.expand(len(images), -1, -1),
+                                      m.high_threshold, m.low_threshold, True)
+        assert torch.equal(torch.stack(their_labels), our_labels.float())
+
+
+def test_batched_nms_is_greedy_nms():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(5, 40, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + 4 + torch.rand(5, 40, 2, generator=g) * 12], dim=2)
+    scores = torch.rand(5, 40, generator=g)
+    valid = torch.rand(5, 40, generator=g) > 0.2
+    groups = torch.randint(0, 3, (5, 40), generator=g)
+    keep = batched.nms(boxes, scores, valid, groups, 0.3)
+    for i in range(5):
+        idx = valid[i].nonzero().flatten()
+        want = idx[batched_nms(boxes[i, idx], scores[i, idx], groups[i, idx], 0.3)]
+        assert set(want.tolist()) == set(keep[i].nonzero().flatten().tolist())
+
+
+def test_resnet50_fpn_option_trains_and_detects():
+    x, y = fake_digits(20)
+    s = make_scenes(digit_pool(x, y), 2, seed=0, canvas=48, scale=(0.75, 1.0))
+    model = build(backbone="resnet50_fpn", image_size=48, max_scale=1.0, fpn_channels=16, representation_size=32)
+    losses = model.train()(s.images, to_targets(s))
+    torch.stack(list(losses.values())).sum().backward()
+    assert model.backbone.body.layer1[0].conv1.weight.grad is not None
+    assert len(model.eval()(s.images)) == 2
