@@ -9,8 +9,15 @@ import torchvision
 
 from mnistbench.errors import UserError
 from mnistbench.models import weights as wts
-from mnistbench.models.transfer import (ALEXNET, ALEXNET_SPEC, VGG16, VGG16_SPEC, InputAdapter, TransferNet,
-                                        sum_first_conv)
+from mnistbench.models.transfer import (
+    ALEXNET,
+    ALEXNET_SPEC,
+    VGG16,
+    VGG16_SPEC,
+    InputAdapter,
+    TransferNet,
+    sum_first_conv,
+)
 
 ALEX_CACHE_NAME = "alexnet-owt-7be5be79.pth"
 
@@ -177,8 +184,9 @@ def test_sum_adapter_matches_repeat_away_from_the_border():
     assert not torch.allclose(one, rep, atol=1e-5)  # the zero padding means a different grey per channel
 
 
-def test_head_finetune_trains_only_the_classifier(alex_file):
-    m = ALEXNET_SPEC.build(weights=str(alex_file), finetune="head")
+@pytest.mark.parametrize("adapter", ["repeat", "sum"])
+def test_head_finetune_trains_only_the_classifier(alex_file, adapter):
+    m = ALEXNET_SPEC.build(weights=str(alex_file), finetune="head", in_adapter=adapter)
     assert not any(p.requires_grad for p in m.net.features.parameters())
     torch.nn.functional.cross_entropy(m(_x()), torch.tensor([1, 2])).backward()
     assert all(p.grad is None for p in m.net.features.parameters())
@@ -197,3 +205,11 @@ def test_discriminative_and_full_param_groups(alex_file):
     m.finetune = "full"
     (group,) = m.param_groups(1e-3)
     assert len(group["params"]) == len(list(m.parameters()))
+
+
+def test_corrupt_cached_file_is_rejected(tmp_path):
+    cached = wts.cache_file(ALEXNET.weights)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+    with pytest.raises(UserError, match=r"cannot read cached weights file .*delete it"):
+        ALEXNET_SPEC.build()

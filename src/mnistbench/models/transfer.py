@@ -6,9 +6,10 @@ transforms did (grey to 3 channels, resize, ImageNet normalisation), batched on 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -157,15 +158,18 @@ def _spec(bb: Backbone, about: str, recipes: dict[str, dict[str, Any]]) -> Model
     return ModelSpec(name=bb.name, build=build, about=about, recipes=recipes)
 
 
-VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-way head, input resized to 32 px", {
-    "default": {"epochs": 1, "batch_size": 128, "lr": 1e-4, "optimizer": "adamw", "schedule": "onecycle",
-                "warmup": 0.1, "augment": "none", "precision": "auto"},
-    "long": {"epochs": 4, "batch_size": 128, "lr": 1e-4, "optimizer": "adamw", "schedule": "onecycle",
-             "warmup": 0.1, "augment": "translate", "translate": 2, "precision": "auto"},
+# Recipes, measured on the 2-core CPU (bf16 autocast, fused AdamW; the per-step figures exclude evaluation):
+# AlexNet at 64 px, batch 256: 0.40 s/step, ~87 s/epoch; from scratch, 2 epochs gave 98.98 %, 3 gave 99.29 %.
+# VGG16 at 32 px, batch 128: 0.87 s/step, ~6 min/epoch; one epoch of fine-tuning is the budget there.
+VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-way head, 32 px input", {
+    "default": {"epochs": 1, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.05, "optimizer": "adamw",
+                "schedule": "onecycle", "warmup": 0.1, "augment": "none", "precision": "bf16"},
+    "long": {"epochs": 3, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.05, "optimizer": "adamw",
+             "schedule": "onecycle", "warmup": 0.1, "augment": "translate", "translate": 2, "precision": "bf16"},
 })
-ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, input resized to 64 px", {
-    "default": {"epochs": 3, "batch_size": 256, "lr": 1e-3, "optimizer": "adamw", "schedule": "onecycle",
-                "warmup": 0.2, "augment": "none", "precision": "auto"},
-    "long": {"epochs": 10, "batch_size": 256, "lr": 1e-3, "optimizer": "adamw", "schedule": "onecycle",
-             "warmup": 0.2, "augment": "translate", "translate": 2, "precision": "auto"},
+ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, 64 px input", {
+    "default": {"epochs": 3, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw",
+                "schedule": "onecycle", "warmup": 0.2, "augment": "none", "precision": "bf16"},
+    "long": {"epochs": 10, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw",
+             "schedule": "onecycle", "warmup": 0.2, "augment": "translate", "translate": 2, "precision": "bf16"},
 })

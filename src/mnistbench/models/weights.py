@@ -13,8 +13,8 @@ Rules, for every model that uses them:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
