@@ -285,8 +285,9 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
     assert presets.preset_overrides("quick", "cnn") == {}
     assert presets.preset_overrides("quick", "vgg16")["pretrained"] is False
     assert presets.preset_overrides("quick", "mlp") == {"train_limit": 5000, "epochs": 1}  # fallback, no pretrained
-    assert presets.preset_overrides("standard", "cnn") == {"recipe": "long"}
-    assert presets.preset_overrides("standard", "mlp") == {}  # no long recipe: its default
+    assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
+    assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
+    assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default
     nb = presets.preset_overrides("notebook", "vgg16")
     assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
 
