@@ -1,8 +1,9 @@
 """Run a plan of named training runs through the library and print one table of measured results.
 
-    python bench/bars.py gpu --data-dir .devdata --out $OUT      # the H100 plan (docs/BENCHMARKS.md)
-    python bench/bars.py cpu --data-dir ../shared/data           # the CPU bars
-    python bench/bars.py gpu --only cnn --dry-run                # tiny versions of the same runs, to check the plan
+    python bench/bars.py gpu --data-dir DATA --out /tmp/bars --results $OUT/bars.json --set checkpoints=false
+    python bench/bars.py gpu --only cnn --dry-run --data-dir ../shared/data    # tiny versions, to check the plan
+
+The CPU bars are timed as whole commands instead: bench/cpu_bars.sh.
 
 Each run is `mnistbench.train.train(resolve(overrides))`, exactly what `mnistbench train` does; the
 table reports what summary.json says. Nothing here is a test: numbers go to docs/BENCHMARKS.md by hand.
@@ -18,25 +19,17 @@ from pathlib import Path
 
 # name -> config overrides. Each line is one measured claim in docs/BENCHMARKS.md.
 PLANS: dict[str, dict[str, dict]] = {
-    "cpu": {
-        "cnn-default": {"model": "cnn"},
-        "cnn-long": {"model": "cnn", "recipe": "long"},
-        "vit-default": {"model": "vit"},
-        "alexnet-scratch": {"model": "alexnet", "pretrained": False},
-        "vgg16-1epoch": {"model": "vgg16", "pretrained": False, "epochs": 1},
-        "frcnn-default": {"model": "frcnn"},
-    },
     "gpu": {
         "cnn-e1": {"model": "cnn", "recipe": "gpu", "epochs": 1},
         "cnn-e2": {"model": "cnn", "recipe": "gpu", "epochs": 2},
         "cnn-e4": {"model": "cnn", "recipe": "gpu", "epochs": 4},
         "cnn-e8": {"model": "cnn", "recipe": "gpu", "epochs": 8},
         "vit-gpu": {"model": "vit", "recipe": "gpu"},
-        "alexnet-gpu": {"model": "alexnet", "recipe": "gpu", "pretrained": False},
-        "vgg16-gpu": {"model": "vgg16", "recipe": "gpu", "pretrained": False},
+        "alexnet-long": {"model": "alexnet", "recipe": "long", "pretrained": False},
+        "vgg16-long": {"model": "vgg16", "recipe": "long", "pretrained": False},
         "vgg16-224-notebook-epoch": {"model": "vgg16", "pretrained": False, "image_size": 224, "finetune": "full",
                                      "epochs": 1, "batch_size": 128, "val_size": 1000},
-        "frcnn-gpu": {"model": "frcnn", "recipe": "gpu"},
+        "frcnn-long": {"model": "frcnn", "recipe": "long"},
     },
 }
 DRY = {"checkpoints": False, "epochs": 1, "train_limit": 256, "test_limit": 128, "val_size": 128, "inference_benchmark": False}

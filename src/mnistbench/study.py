@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import checkpoint, presets, report, results
 from .config import FIELDS, Config, resolve
 from .errors import UserError
+from .formatting import pct
 from .fsio import write_bytes
 from .models import get_spec, list_models
 
@@ -228,7 +229,7 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
             cfg = resolve(job.overrides)
             _train(cfg, folder, states[i - 1])
             row = results.run_row(study, job.run_dir, preset=preset)
-            log(f"{head}: test accuracy {_pct(row['test_accuracy'])}, {row['train_seconds'] or 0:.1f} s of training")
+            log(f"{head}: test accuracy {pct(row['test_accuracy']) if row['test_accuracy'] is not None else '–'}, {row['train_seconds'] or 0:.1f} s of training")
         except (Interrupted, KeyboardInterrupt) as e:
             done = save()
             code = getattr(e, "code", 130)
@@ -263,10 +264,6 @@ def _state(study: Path, job: Job, previous: dict[tuple[str, int], dict[str, Any]
     except Exception:  # noqa: BLE001 - an unresolvable config fails when its turn comes
         return "fresh"
     return run_state(study / job.run_dir, cfg, previous.get((job.model, job.seed)))
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f} %"
 
 
 def _previous_rows(study: Path) -> dict[tuple[str, int], dict[str, Any]]:
