@@ -12,9 +12,9 @@ import torch
 
 from mnistbench.cli import main
 
-# 3 epochs of 16 steps; a checkpoint after (almost) every step; deterministic kernels.
-RUN = ["--epochs", "3", "--batch-size", "64", "--seed", "5", "--quiet",
-       "--set", "train_limit=1024", "--set", "test_limit=200", "--set", "val_size=200", "--set", "width=8",
+# 3 epochs of 128 steps; a checkpoint after (almost) every step; deterministic kernels.
+RUN = ["--epochs", "3", "--batch-size", "32", "--seed", "5", "--quiet",
+       "--set", "train_limit=4096", "--set", "test_limit=200", "--set", "val_size=200", "--set", "width=8",
        "--set", "deterministic=true", "--set", "checkpoint_minutes=0.0001", "--set", "log_every=4",
        "--set", "inference_benchmark=false", "--set", "augment=affine", "--set", "dropout=0.2"]
 
@@ -35,11 +35,12 @@ def outcome(run: Path) -> tuple[dict, list]:
     return weights, values
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, newer_than: float = 0.0, timeout: float = 120) -> None:
+    """Until `path` exists with a modification time after `newer_than` (the process made progress)."""
     end = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None and time.time() < end, "training ended before its first checkpoint"
-        time.sleep(0.02)
+    while not (path.exists() and path.stat().st_mtime_ns > newer_than):
+        assert proc.poll() is None and time.time() < end, "training ended before writing a checkpoint"
+        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,16 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, data_dir, refe
     rng = random.Random(0)
     proc = subprocess.Popen(train_cmd(data_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kills, mid_epoch = 0, 0
+    last = 0.0
     while kills < 6:
-        wait_for(out / "checkpoint.pt", proc)
-        time.sleep(rng.uniform(0.05, 0.6))
+        wait_for(out / "checkpoint.pt", proc, newer_than=last)  # this process has trained and checkpointed
+        time.sleep(rng.uniform(0.0, 0.1))
         if proc.poll() is not None:  # finished before the kill: nothing to resume
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
+        last = (out / "checkpoint.pt").stat().st_mtime_ns
         state = torch.load(out / "checkpoint.pt", weights_only=True)["state"]
         mid_epoch += state["step_in_epoch"] > 0
         proc = subprocess.Popen(cli("train", "--resume", str(out), "--quiet"),
@@ -108,14 +111,14 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, data_dir, ca
 
     def poisoned(self, net, idx, step):
         loss = real_loss(self, net, idx, step)
-        return loss * float("nan") if step >= 20 else loss
+        return loss * float("nan") if step >= 140 else loss  # in epoch 2 (128 steps per epoch)
 
     monkeypatch.setattr(classify.ClassifyTask, "loss", poisoned)
     out = tmp_path / "run"
     rc = main(["train", "--data-dir", str(data_dir), "--out", str(out), *RUN, "--set", "checkpoint_minutes=0"])
     assert rc != 0
     err = capsys.readouterr().err
-    assert "nan" in err.lower() and "step 2" in err and "learning rate" in err and err.count("\n") == 1
+    assert "nan" in err.lower() and "step 144" in err and "learning rate" in err and err.count("\n") == 1
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["state"]["epoch"] == 1  # the good end-of-epoch-1 checkpoint survived
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

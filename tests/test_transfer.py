@@ -213,3 +213,17 @@ def test_corrupt_cached_file_is_rejected(tmp_path):
     cached.write_bytes(b"half a download")
     with pytest.raises(UserError, match=r"cannot read cached weights file .*delete it"):
         ALEXNET_SPEC.build()
+
+
+@pytest.mark.parametrize("finetune", ["full", "discriminative"])
+def test_short_train_on_real_data_records_the_weights_source(tmp_path, data_dir, alex_file, finetune):
+    from mnistbench.config import resolve
+    from mnistbench.train import train
+
+    from conftest import TINY
+    cfg = resolve({**TINY, "model": "alexnet", "weights": str(alex_file), "finetune": finetune,
+                   "train_limit": 64, "batch_size": 32, "test_limit": 64, "val_size": 64,
+                   "data_dir": str(data_dir), "out": str(tmp_path / "run")})
+    s = train(cfg)
+    assert s["weights_source"] == f"file:{alex_file.resolve()}" and s["epochs_completed"] == 1
+    assert sum(map(sum, s["confusion_matrix"])) == 64 and s["flops_per_image"] > 0
