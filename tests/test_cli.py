@@ -77,10 +77,11 @@ def test_bad_config_is_one_line_before_work(tmp_path, data_dir, capsys, extra, n
     assert not out.exists()  # rejected before any work
 
 
-def test_missing_data_is_one_line(tmp_path, capsys):
+def test_missing_data_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(tiny_args(tmp_path / "empty", tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte.gz" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_unreadable_checkpoint(run_dir, tmp_path, capsys):

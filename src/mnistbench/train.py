@@ -66,12 +66,13 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     wall0 = time.perf_counter()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
+    # data and model first: a missing file or unavailable weights stops the run before any file is written
+    splits = load_data(cfg, device)
+    model = build_model(cfg, device)
     run = RunRecord(resume_from or cfg.out or default_run_dir(cfg.model))
     resume = checkpoint.load(run.path(checkpoint.CHECKPOINT)) if resume_from else None
     run.write_json("config.json", {"config": cfg.to_dict(), "versions": versions(), "device": describe(device),
                                    "git_commit": git_commit()})
-    splits = load_data(cfg, device)
-    model = build_model(cfg, device)
     make_task, test = _task_runner(cfg)
     task = make_task(splits, cfg, device)
     try:
