@@ -64,8 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         s = train(cfg, resume_from=args.resume)
     except Interrupted as e:
-        print(f"\nmnistbench: stopped by {e}; checkpoint saved. Resume with: "
-              f"mnistbench train --resume {e.run_dir}", file=sys.stderr)
+        if cfg.checkpoints:
+            print(f"\nmnistbench: stopped by {e}; checkpoint saved. Resume with: "
+                  f"mnistbench train --resume {e.run_dir}", file=sys.stderr)
+        else:
+            print(f"\nmnistbench: stopped by {e}; checkpoints=false, so nothing to resume from", file=sys.stderr)
         return e.code
     print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f} %, "
           f"macro-F1 {s['test_macro_f1']:.4f}, training {s['train_seconds']:.1f} s "
