@@ -23,7 +23,7 @@ RUNS = "runs"
 # Set by compare itself, per run; the study's own flags choose them.
 RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
 # Config fields that do not change a result: a finished run with other values still counts as done.
-NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes")
+NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints")
 MAX_REASON = 200  # characters of a failed row's reason
 
 
@@ -176,14 +176,7 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
     from .engine import Interrupted
 
     log = log or (lambda msg: None)
-    models = list(models or list_models())
-    for m in models:
-        get_spec(m)
-    if len(set(models)) != len(models):
-        raise UserError(f"--models lists a model twice: {','.join(models)}")
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: need at least 1")
-    presets.preset_overrides(preset, models[0])  # an unknown preset fails here, before any work
+    models = _check_models(models, seeds, preset)
     overrides = dict(overrides or {})
     study = Path(out) if out else default_out(preset)
     jobs = plan(models, preset, seeds, overrides, data_dir=data_dir, device=device, quiet=quiet, out=study)
@@ -214,7 +207,6 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
         f"({len(jobs) - todo} of {len(jobs)} runs already done)")
     for i, job in enumerate(jobs, 1):
         head = f"[{i}/{len(jobs)}] {job.model}, seed {job.seed}"
-        folder = study / job.run_dir
         if states[i - 1] == "done":
             rows[(job.model, job.seed)] = results.run_row(study, job.run_dir, preset=preset)
             save()
@@ -226,25 +218,9 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
         log(f"{head}: {verb} (elapsed {_clock(elapsed)}{eta})")
         started = time.perf_counter()
         try:
-            cfg = resolve(job.overrides)
-            _train(cfg, folder, states[i - 1])
-            row = results.run_row(study, job.run_dir, preset=preset)
-            log(f"{head}: test accuracy {pct(row['test_accuracy']) if row['test_accuracy'] is not None else '–'}, {row['train_seconds'] or 0:.1f} s of training")
+            row = _run_job(study, job, states[i - 1], preset, log, head)
         except (Interrupted, KeyboardInterrupt) as e:
-            done = save()
-            code = getattr(e, "code", 130)
-            raise StudyInterrupted(
-                f"study stopped by {e if isinstance(e, Interrupted) else 'Ctrl-C'} during {job.model} seed {job.seed}; "
-                f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {study / results.RESULTS_CSV}. "
-                f"Continue with: {command}   (finished runs are skipped"
-                + ("; the interrupted one resumes from its checkpoint" if isinstance(e, Interrupted) else "")
-                + f"). Report of the finished runs: mnistbench report {shlex.quote(str(study))}", code) from None
-        except Exception as e:  # noqa: BLE001 - one model failing must not stop the study
-            reason = one_line(e)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_bytes(folder / "error.txt", traceback.format_exc().encode())
-            row = results.failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=reason)
-            log(f"{head}: FAILED: {reason} (traceback in {job.run_dir}/error.txt)")
+            raise _interrupted(e, job, save(), study, command) from None
         rows[(job.model, job.seed)] = row
         save()
         _free_memory()
@@ -256,6 +232,54 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
         log(f"compare: {sum(r['status'] == 'ok' for r in final)} of {len(final)} runs finished in "
             f"{_clock(time.perf_counter() - t0)}; report: {path}")
     return final
+
+
+def _run_job(study: Path, job: Job, state: str, preset: str, log: Callable[[str], None], head: str) -> dict:
+    """Train one job and return its row; any exception but an interruption becomes a failed row."""
+    from .engine import Interrupted
+
+    folder = study / job.run_dir
+    try:
+        cfg = resolve(job.overrides)
+        _train(cfg, folder, state)
+        row = results.run_row(study, job.run_dir, preset=preset)
+        accuracy = pct(row["test_accuracy"]) if row["test_accuracy"] is not None else "–"
+        log(f"{head}: test accuracy {accuracy}, {row['train_seconds'] or 0:.1f} s of training")
+        return row
+    except (Interrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - one model failing must not stop the study
+        reason = one_line(e)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(folder / "error.txt", traceback.format_exc().encode())
+        log(f"{head}: FAILED: {reason} (traceback in {job.run_dir}/error.txt)")
+        return results.failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=reason)
+
+
+def _interrupted(e: BaseException, job: Job, done: list[dict], study: Path, command: str) -> StudyInterrupted:
+    """The StudyInterrupted that tells what was kept and how to go on."""
+    from .engine import Interrupted
+
+    by_signal = isinstance(e, Interrupted)
+    return StudyInterrupted(
+        f"study stopped by {e if by_signal else 'Ctrl-C'} during {job.model} seed {job.seed}; "
+        f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {study / results.RESULTS_CSV}. "
+        f"Continue with: {command}   (finished runs are skipped"
+        + ("; the interrupted one resumes from its checkpoint" if by_signal else "")
+        + f"). Report of the finished runs: mnistbench report {shlex.quote(str(study))}", getattr(e, "code", 130))
+
+
+def _check_models(models: Sequence[str] | None, seeds: int, preset: str) -> list[str]:
+    """The study's model list (default: all registered), checked with the seeds and preset before any work."""
+    models = list(models or list_models())
+    for m in models:
+        get_spec(m)
+    if len(set(models)) != len(models):
+        raise UserError(f"--models lists a model twice: {','.join(models)}")
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: need at least 1")
+    presets.preset_overrides(preset, models[0])  # an unknown preset fails here, before any work
+    return models
 
 
 def _state(study: Path, job: Job, previous: dict[tuple[str, int], dict[str, Any]]) -> str:
