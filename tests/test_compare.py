@@ -271,6 +271,8 @@ def test_set_keys_go_to_the_models_that_take_them(tmp_path, data_dir, monkeypatc
         compare(["cnn", "nosuch"], out=tmp_path, data_dir=str(data_dir), log=None)
     with pytest.raises(UserError, match="unknown preset"):
         compare(["cnn"], preset="huge", out=tmp_path, data_dir=str(data_dir), log=None)
+    with pytest.raises(UserError, match="lr='abc'"):
+        compare(["cnn", "mlp"], out=tmp_path, data_dir=str(data_dir), overrides={"lr": "abc"}, log=None)
     assert not list(tmp_path.iterdir())  # refused before any work
 
 

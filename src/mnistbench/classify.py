@@ -11,7 +11,7 @@ from .config import Config
 from .data.datasets import Splits
 from .data.pipeline import augment, augment_translate, batch_indices, epoch_order, normalize, steps_per_epoch
 from .device import autocast, autocast_dtype
-from .metrics import classification_report
+from .metrics import classification_report, misclassified
 
 
 class ClassifyTask:
@@ -74,12 +74,10 @@ def test_metrics(model: nn.Module, splits: Splits, cfg: Config, device: torch.de
     logits = predict(model, splits.test_x, cfg=cfg, device=device)
     preds = logits.argmax(1)
     report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
-    wrong = (preds != splits.test_y).nonzero().flatten()
+    wrong, wrong_count = misclassified(preds, splits.test_y)
     return {
         "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
         "test_loss": F.cross_entropy(logits, splits.test_y).item(),
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-        "misclassified": [{"index": int(i), "true": int(splits.test_y[i]), "pred": int(preds[i])}
-                          for i in wrong[:200].tolist()],
-        "misclassified_count": int(len(wrong)),
+        "misclassified": wrong, "misclassified_count": wrong_count,
     }

@@ -95,6 +95,7 @@ class Trainer:
         self.state = TrainState()
         self.best_weights: dict | None = None
         self._best_dirty = False
+        self.run_loss = float("nan")  # the last logged training loss, shown on the progress bar
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class Trainer:
         if self._best_dirty:
             checkpoint.save(self.run.path(checkpoint.MODEL), self.best_weights)
             self._best_dirty = False
+        self.run_loss = float("nan")  # the last logged training loss, shown on the progress bar
         self.state.metrics_lines = self.run.metrics_lines()
         checkpoint.save(self.run.path(checkpoint.CHECKPOINT), self.state_dict())
 

@@ -36,6 +36,13 @@ def classification_report(preds: torch.Tensor, target: torch.Tensor, num_classes
     }
 
 
+def misclassified(preds: torch.Tensor, target: torch.Tensor, limit: int = 200) -> tuple[list[dict[str, int]], int]:
+    """The first `limit` wrong test images as {index, true, pred}, and how many are wrong in all."""
+    wrong = (preds != target).nonzero().flatten()
+    return ([{"index": int(i), "true": int(target[i]), "pred": int(preds[i])} for i in wrong[:limit].tolist()],
+            len(wrong))
+
+
 def time_to_accuracy(history: list[dict[str, Any]], thresholds=(0.98, 0.99, 0.995)) -> dict[str, float | None]:
     """Training seconds at the first validation record reaching each threshold, None if never."""
     return {f"{t:g}": next((h["train_seconds"] for h in history if h["val_accuracy"] >= t), None)

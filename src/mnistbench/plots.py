@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from .fsio import write_bytes
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no screen
@@ -16,17 +16,22 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> None:
-    """Render `fig` to PNG bytes, write them atomically, close the figure."""
+def png(fig, dpi: int = 110) -> bytes:
+    """Render `fig` to PNG bytes and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig, path: Path) -> None:
+    """Render `fig` to PNG and write it atomically."""
+    write_bytes(path, png(fig))
 
 
 def curves(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """2x2: training/validation loss and validation accuracy, against step and against training seconds."""
-    plt = _pyplot()
+    plt = pyplot()
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
@@ -52,7 +57,7 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Pat
     import numpy as np
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(cm + 1, cmap="Blues", norm=LogNorm())

@@ -45,6 +45,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def read_metrics(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record of a run folder's metrics.jsonl; none when it has none."""
+    path = Path(folder) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunRecord:
     """Writes one run's files; every file but the append-only metrics log is written atomically."""
 
@@ -91,6 +99,4 @@ class RunRecord:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every record of metrics.jsonl."""
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.folder)

@@ -1,27 +1,17 @@
 """Figures of a study report, each returned as PNG bytes: curves, Pareto scatter, confusions, F1, mistakes."""
 from __future__ import annotations
 
-import io
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no screen
-    import matplotlib.pyplot as plt
-    return plt
+from . import plots
 
 
 def png(fig) -> bytes:
-    """Render `fig` to PNG bytes and close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buf.getvalue()
+    """Render `fig` to PNG bytes (report resolution) and close it."""
+    return plots.png(fig, dpi=100)
 
 
 def _plain_log_ticks(axis) -> None:
@@ -48,7 +38,7 @@ def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequen
 
     `runs` holds (model, seed, metrics records); seeds of one model share its colour.
     """
-    plt = _pyplot()
+    plt = plots.pyplot()
     color = _colors(models)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     labelled: set[str] = set()
@@ -86,7 +76,7 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
 
     Each point: model, seconds, accuracy, seconds_std, accuracy_std, front (bool).
     """
-    plt = _pyplot()
+    plt = plots.pyplot()
     color = _colors(models)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for p in points:
@@ -114,7 +104,7 @@ def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes:
     """Small multiples of confusion matrices (rows = true), log colour so rare errors show; errors counted."""
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
+    plt = plots.pyplot()
     n = len(matrices)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -140,7 +130,7 @@ def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes:
 
 def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> bytes:
     """Grouped bars: per-class F1 of every model side by side."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     models = list(f1)
     color = _colors(models)
     fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(classes) * len(models) + 4)), 4.2))
@@ -162,7 +152,7 @@ def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> byte
 
 def image_rows(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], columns: int = 16) -> bytes:
     """One row of up to `columns` small 28x28 images per entry: (row title, [(image, caption), ...])."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     n = max(len(rows), 1)
     fig, axes = plt.subplots(n, columns, figsize=(columns * 0.85, n * 1.15 + 0.2), squeeze=False)
     for ax in axes.flat:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from .errors import UserError
 from .fsio import write_bytes, write_json
-from .record import METRICS
+from .record import read_metrics  # noqa: F401 - part of the results API the report uses
 
 RESULTS_JSON, RESULTS_CSV = "results.json", "results.csv"
 
@@ -36,14 +36,6 @@ def read_json(path: Path) -> Any:
 def read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, config) of a finished run folder."""
     return read_json(folder / "summary.json"), read_json(folder / "config.json")["config"]
-
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """Every record of a run folder's metrics log; none when it has none."""
-    path = folder / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def class_names(dataset: str) -> tuple[str, ...]:

@@ -180,6 +180,8 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
     overrides = dict(overrides or {})
     study = Path(out) if out else default_out(preset)
     jobs = plan(models, preset, seeds, overrides, data_dir=data_dir, device=device, quiet=quiet, out=study)
+    for job in jobs:  # a bad --set value is one clear error before any work, not a failed row per model
+        resolve(job.overrides)
     dataset = str(overrides.get("dataset", FIELDS["dataset"].default))
     resolve_files(dataset, data_dir or None)  # missing data: one clear error instead of one failed row per run
     try:
@@ -283,11 +285,7 @@ def _check_models(models: Sequence[str] | None, seeds: int, preset: str) -> list
 
 
 def _state(study: Path, job: Job, previous: dict[tuple[str, int], dict[str, Any]]) -> str:
-    try:
-        cfg = resolve(job.overrides)
-    except Exception:  # noqa: BLE001 - an unresolvable config fails when its turn comes
-        return "fresh"
-    return run_state(study / job.run_dir, cfg, previous.get((job.model, job.seed)))
+    return run_state(study / job.run_dir, resolve(job.overrides), previous.get((job.model, job.seed)))
 
 
 def _previous_rows(study: Path) -> dict[tuple[str, int], dict[str, Any]]:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from ..device import autocast, synchronize
-from ..metrics import classification_report
+from ..metrics import classification_report, misclassified
 from .scenes import Scenes, centered, padded_targets, to_targets
 
 
@@ -60,12 +60,11 @@ def classification_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[st
     missing = preds < 0
     counted = torch.where(missing, (target + 1) % 10, preds)
     report = classification_report(counted, target, num_classes=10)
-    wrong = (preds != target).nonzero().flatten()
+    wrong, wrong_count = misclassified(preds, target)
     return {
         "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-        "misclassified": [{"index": i, "true": int(target[i]), "pred": int(preds[i])} for i in wrong[:200].tolist()],
-        "misclassified_count": len(wrong), "no_detection_count": int(missing.sum()),
+        "misclassified": wrong, "misclassified_count": wrong_count, "no_detection_count": int(missing.sum()),
     }
 
 

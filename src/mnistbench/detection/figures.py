@@ -6,14 +6,14 @@ from pathlib import Path
 
 import torch
 
-from ..plots import _pyplot, save_figure
+from ..plots import pyplot, save_figure
 from .scenes import Scenes
 
 
 def detections(scenes: Scenes, preds: list[dict[str, torch.Tensor]], path: Path, *, count: int = 16,
                min_score: float = 0.3, title: str = "") -> None:
     """Predicted boxes (green, digit and score) over the first `count` scenes; true boxes dashed grey."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     count = min(count, len(scenes))

@@ -203,9 +203,9 @@ SPEC = ModelSpec(
     build=build,
     about="Faster R-CNN (torchvision), MobileNetV3-FPN from scratch by default, on multi-digit scenes",
     recipes={
-        # CPU, measured on the shared 2-core machine with 1 thread: 230 s of training, 4.8 min in all, 97.9 %
-        # test accuracy, mAP@0.5 0.991. An epoch is 32k scenes (builder default). fp32 with channels_last ran
-        # as fast as bf16 (280 vs 274 ms per step of 32), so fp32.
+        # CPU (docs/BENCHMARKS.md): 161 s of training, 207 s in all, 97.84 % test accuracy, mAP@0.5 0.990.
+        # An epoch is 32k scenes (builder default). fp32 with channels_last ran as fast as bf16 (280 vs
+        # 274 ms per step of 32), so fp32.
         "default": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "schedule": "onecycle",
                     "warmup": 0.1, "precision": "fp32"},
         # GPU: epochs of as many scenes as training digits (55k). Measured on an H200: 10.9 s per epoch,
