@@ -46,7 +46,8 @@ def test_run_writes_every_artifact(run_dir):
 
 def test_config_and_metrics_records(run_dir):
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["config"]["model_args"] == {"width": 8} and cfg["config"]["epochs"] == 2
+    # the resolved config: every builder option, the one set and the defaults
+    assert cfg["config"]["model_args"] == {"width": 8, "dropout": 0.1} and cfg["config"]["epochs"] == 2
     assert {"torch", "torchvision", "python"} <= set(cfg["versions"]) and cfg["device"].startswith("cpu")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
 import mnistbench.train
-from mnistbench import models, presets
+from mnistbench import models
 from mnistbench.cli import main
 from mnistbench.config import resolve
 from mnistbench.errors import UserError
 from mnistbench.models import ModelSpec
-from mnistbench.results import COLUMNS
-from mnistbench.study import compare, run_state
-
-from conftest import TINY
+from mnistbench.study import presets
+from mnistbench.study.compare import compare
+from mnistbench.study.plan import run_state
+from mnistbench.study.results import COLUMNS
 
 SMALL = {k: v for k, v in TINY.items() if k != "quiet"}  # compare sets quiet itself
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,7 +85,7 @@ def test_compare_writes_every_file_and_one_row_per_model_and_seed(study):
     for r in doc["rows"]:
         cfg = json.loads((study / r["run_dir"] / "config.json").read_text())["config"]
         assert cfg["seed"] == r["seed"] and cfg["val_size"] == SMALL["val_size"]
-        assert cfg["model_args"] == ({"width": 8} if r["model"] == "cnn" else {})
+        assert cfg["model_args"] == ({"width": 8, "dropout": 0.1} if r["model"] == "cnn" else {"hidden": 16})
 
 
 def test_report_has_leaderboard_with_spread_findings_and_figures(study):

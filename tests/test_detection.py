@@ -12,16 +12,35 @@ from torchvision.ops import batched_nms
 from mnistbench.cli import main
 from mnistbench.config import resolve
 from mnistbench.data.datasets import Splits, get_info
-from mnistbench.detection import batched, evaluate
-from mnistbench.detection.boxes import digit_boxes
-from mnistbench.detection.model import BACKBONE_WEIGHTS, ROI_STRIDE, build
-from mnistbench.detection.runner import make_task
-from mnistbench.detection.scenes import centered, digit_pool, make_scenes, to_targets
+from mnistbench.data.scenes import centered, digit_boxes, digit_pool, make_scenes
+from mnistbench.device import Runtime
 from mnistbench.errors import UserError
+from mnistbench.metrics import detection_metrics
+from mnistbench.models import frcnn_heads as batched
 from mnistbench.models import weights as wts
+from mnistbench.models.frcnn import BACKBONE_WEIGHTS, ROI_STRIDE, build
+from mnistbench.tasks.detect import (
+    DetectOptions,
+    DetectTask,
+    box_lists,
+    classification_metrics,
+    padded_targets,
+    top_labels,
+)
 
 # A model small enough to train a few steps in a second or two on one CPU thread.
-TINY_MODEL = {"image_size": 48, "max_scale": 1.0, "width_mult": 0.25, "fpn_channels": 16, "representation_size": 32}
+TINY_MODEL = {"image_size": 48, "width_mult": 0.25, "fpn_channels": 16, "representation_size": 32}
+TINY_TASK = {"max_scale": 1.0}
+CPU = Runtime(torch.device("cpu"))
+
+
+def to_targets(scenes) -> list[dict[str, torch.Tensor]]:
+    """torchvision's per-image target dicts (class 0 is the background, so digit d is class d + 1)."""
+    return [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in box_lists(scenes)]
+
+
+def task_for(cfg, splits):
+    return DetectTask(splits, cfg, CPU)
 
 
 @pytest.fixture(autouse=True)
@@ -84,9 +103,12 @@ def test_scenes_are_seeded_inside_the_canvas_without_overlap_and_correctly_label
 def test_targets_and_centred_digits():
     x, y = fake_digits(20)
     s = make_scenes(digit_pool(x, y), 8, seed=0, canvas=48, max_digits=3, scale=(0.75, 1.0))
-    targets = to_targets(s)
+    targets = box_lists(s)
     assert [len(t["boxes"]) for t in targets] == s.valid.sum(1).tolist()
-    assert torch.equal(torch.cat([t["labels"] for t in targets]), s.labels[s.valid] + 1)  # 0 is background
+    assert torch.equal(torch.cat([t["labels"] for t in targets]), s.labels[s.valid])
+    padded = padded_targets(s)
+    assert torch.equal(padded.labels[s.valid], s.labels[s.valid] + 1)  # the detector's class 0 is background
+    assert (padded.labels[~s.valid] == 0).all() and torch.equal(padded.valid, s.valid)
     c = centered(x[:2], 48)
     assert c.shape == (2, 1, 48, 48) and torch.equal(c[:, 0, 10:38, 10:38], x[:2].float() / 255)
 
@@ -114,46 +136,52 @@ def test_a_few_training_steps_then_boxes_in_eval_mode():
         opt.step()
         losses.append(loss.item())
     assert min(losses[-2:]) < losses[0]
-    dets = evaluate.detect(model, scenes.images, batch_size=4, amp=None)
+    task = task_for(resolve({"model": "frcnn", "eval_batch_size": 4, **TINY_MODEL, **TINY_TASK}), _splits())
+    dets = task.detect(model, scenes.images)
     assert len(dets) == 8 and model.training  # detect() restores the mode
     for d in dets:
         assert d["boxes"].shape[1:] == (4,) and len(d["boxes"]) == len(d["labels"]) == len(d["scores"]) <= 8
-        assert ((d["labels"] >= 1) & (d["labels"] <= 10)).all()
+        assert ((d["labels"] >= 0) & (d["labels"] <= 9)).all()  # digits, not the detector's classes
 
 
-def test_builder_rejects_bad_options():
-    for bad, needle in (({"backbone": "vgg"}, "backbone"), ({"image_size": 24}, "image_size"),
-                        ({"test_scenes": 0}, "test_scenes")):
+def test_builder_and_task_reject_bad_options():
+    for bad, needle in (({"backbone": "vgg"}, "backbone"), ({"image_size": 24}, "image_size")):
         with pytest.raises(UserError, match=needle):
             build(**bad)
+    with pytest.raises(UserError, match="test_scenes"):
+        DetectOptions(test_scenes=0)
+    with pytest.raises(UserError, match="test_scenes"):  # through the config, before any work
+        resolve({"model": "frcnn", "test_scenes": 0})
+    with pytest.raises(UserError, match="max_scale"):
+        task_for(resolve({"model": "frcnn", "image_size": 30, "max_scale": 1.15}), _splits())
 
 
 # --- evaluation ----------------------------------------------------------------------------------
 def test_map_is_one_for_perfect_predictions_and_lower_for_a_shifted_box():
     x, y = fake_digits(30)
     s = make_scenes(digit_pool(x, y), 20, seed=2, canvas=64)
-    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["boxes"]))}
-               for t in to_targets(s)]
-    m = evaluate.detection_metrics(perfect, s)
+    truth = box_lists(s)
+    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["boxes"]))} for t in truth]
+    m = detection_metrics(perfect, truth)
     assert m["map"] == pytest.approx(1.0) and m["map_50"] == pytest.approx(1.0)
     assert set(m["per_class_ap"]) <= {str(c) for c in range(10)}
     shifted = [dict(p) for p in perfect]
     shifted[0] = {**perfect[0], "boxes": perfect[0]["boxes"] + torch.tensor([3.0, 3.0, 3.0, 3.0])}
-    assert evaluate.detection_metrics(shifted, s)["map"] < 1.0
+    assert detection_metrics(shifted, truth)["map"] < 1.0
 
 
 def test_classification_by_detection_counts_missing_boxes_as_wrong():
-    dets = [{"labels": torch.tensor([3, 8]), "scores": torch.tensor([0.4, 0.9]), "boxes": torch.zeros(2, 4)},
+    dets = [{"labels": torch.tensor([2, 7]), "scores": torch.tensor([0.4, 0.9]), "boxes": torch.zeros(2, 4)},
             {"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([]), "boxes": torch.zeros(0, 4)},
-            {"labels": torch.tensor([1]), "scores": torch.tensor([0.5]), "boxes": torch.zeros(1, 4)}]
-    preds = evaluate.top_labels(dets)
+            {"labels": torch.tensor([0]), "scores": torch.tensor([0.5]), "boxes": torch.zeros(1, 4)}]
+    preds = top_labels(dets)
     assert preds.tolist() == [7, -1, 0]
-    r = evaluate.classification_metrics(preds, torch.tensor([7, 2, 5]))
+    r = classification_metrics(preds, torch.tensor([7, 2, 5]))
     assert r["test_accuracy"] == pytest.approx(1 / 3) and r["no_detection_count"] == 1
     assert r["misclassified_count"] == 2 and r["misclassified"][0] == {"index": 1, "true": 2, "pred": -1}
     assert r["confusion_matrix"][2][3] == 1  # the missing box counted as the wrong class (2 + 1) % 10
     none = [{"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([])}] * 2
-    assert evaluate.top_labels(none).tolist() == [-1, -1]
+    assert top_labels(none).tolist() == [-1, -1]
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -192,8 +220,8 @@ def _splits() -> Splits:
 
 def test_task_draws_each_split_only_and_resumes_batches_exactly():
     cfg = resolve({"model": "frcnn", "batch_size": 8, "scenes_per_epoch": 40, "val_scenes": 10, "val_digits": 20,
-                   **TINY_MODEL})
-    task = make_task(_splits(), cfg, torch.device("cpu"))
+                   **TINY_MODEL, **TINY_TASK})
+    task = task_for(cfg, _splits())
     assert task.steps_per_epoch == 5
     full, resumed = list(task.batches(1, 0)), list(task.batches(1, 3))
     assert len(full) == 5 and len(resumed) == 2
@@ -217,7 +245,7 @@ def test_cli_train_and_evaluate(tmp_path, data_dir, capsys):
             "--batch-size", "16", "--quiet", "--set", "train_limit=256", "--set", "test_limit=64",
             "--set", "val_size=64", "--set", "scenes_per_epoch=48", "--set", "val_scenes=8",
             "--set", "test_scenes=16", "--set", "eval_batch_size=32", "--set", "inference_benchmark=false",
-            *[f"--set={k}={v}" for k, v in TINY_MODEL.items()]]
+            *[f"--set={k}={v}" for k, v in {**TINY_MODEL, **TINY_TASK}.items()]]
     assert main(args) == 0
     for name in ("summary.json", "model.pt", "detections.png", "confusion.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
@@ -287,7 +315,7 @@ def test_batched_nms_is_greedy_nms():
 def test_resnet50_fpn_option_trains_and_detects():
     x, y = fake_digits(20)
     s = make_scenes(digit_pool(x, y), 2, seed=0, canvas=48, scale=(0.75, 1.0))
-    model = build(backbone="resnet50_fpn", image_size=48, max_scale=1.0, fpn_channels=16, representation_size=32)
+    model = build(backbone="resnet50_fpn", image_size=48, fpn_channels=16, representation_size=32)
     losses = model.train()(s.images, to_targets(s))
     torch.stack(list(losses.values())).sum().backward()
     assert model.backbone.body.layer1[0].conv1.weight.grad is not None

@@ -1,12 +1,12 @@
 """The training engine: it can fit, it selects on validation, it schedules and logs what it says."""
 import json
 
+import pytest
 import torch
+from conftest import TINY
 
 from mnistbench.config import resolve
 from mnistbench.train import train
-
-from conftest import TINY
 
 
 def test_overfits_a_tiny_batch(tmp_path, data_dir):
@@ -39,18 +39,25 @@ def test_target_accuracy_stops_early(tmp_path, data_dir):
 
 
 def test_schedules_reach_their_peaks():
-    from mnistbench.models import get_model
-    from mnistbench.optim import make_optimizer, make_scheduler
+    from mnistbench.optim import lr_factor
 
     for schedule in ("onecycle", "cosine", "constant"):
-        cfg = resolve({"schedule": schedule, "lr": 0.1, "warmup": 0.2})
-        opt = make_optimizer(get_model("cnn", width=4), cfg)
-        sched = make_scheduler(opt, cfg, 100)
-        lrs = []
-        for _ in range(100):
-            lrs.append(opt.param_groups[0]["lr"])
+        lrs = [lr_factor(schedule, 0.2, step, 100) for step in range(100)]
+        assert max(lrs) <= 1 + 1e-9 and max(lrs) > 0.9
+        if schedule != "constant":
+            assert lrs[-1] < 0.01 and lrs[0] <= 0.05
+            assert max(range(100), key=lrs.__getitem__) in range(17, 22)  # the peak ends the 20 % warm-up
+
+
+def test_onecycle_matches_torch():
+    """Our pure-function OneCycle is torch's OneCycleLR (cosine annealing, no momentum cycling)."""
+    from mnistbench.optim import lr_factor
+
+    for total, warmup in ((100, 0.1), (37, 0.3), (5, 0.1)):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, pct_start=warmup,
+                                                    cycle_momentum=False)
+        for step in range(total):
+            assert lr_factor("onecycle", warmup, step, total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
             opt.step()
             sched.step()
-        assert max(lrs) <= 0.1 + 1e-9 and max(lrs) > 0.09
-        if schedule != "constant":
-            assert lrs[-1] < 0.01 and lrs[0] < 0.05

@@ -105,7 +105,7 @@ def test_resume_refuses_a_changed_config(tmp_path, data_dir, capsys):
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, data_dir, capsys, monkeypatch):
-    from mnistbench import classify
+    from mnistbench.tasks import classify
 
     real_loss = classify.ClassifyTask.loss
 

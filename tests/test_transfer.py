@@ -20,6 +20,7 @@ from mnistbench.models.transfer import (
 )
 
 ALEX_CACHE_NAME = "alexnet-owt-7be5be79.pth"
+STATS = wts.normalization(ALEXNET.weights)  # ImageNet mean and std, from torchvision's metadata
 
 
 def _offline(*args, **kwargs):
@@ -146,7 +147,7 @@ def test_alexnet_min_image_size_is_the_smallest_that_survives_the_features():
 
 @pytest.mark.parametrize("size,channels", [(28, 3), (32, 3), (64, 1), (224, 3)])
 def test_input_adapter_shapes_and_normalisation(size, channels):
-    out = InputAdapter(image_size=size, channels=channels)(torch.full((2, 1, 28, 28), -1.0))  # black
+    out = InputAdapter(image_size=size, channels=channels, mean=STATS[0], std=STATS[1])(torch.full((2, 1, 28, 28), -1.0))  # black
     assert out.shape == (2, channels, size, size)
     mean = torch.tensor((0.485, 0.456, 0.406)) if channels == 3 else torch.tensor([0.449])
     std = torch.tensor((0.229, 0.224, 0.225)) if channels == 3 else torch.tensor([0.226])
@@ -167,10 +168,10 @@ def test_vgg16_forward_shapes():
     with torch.no_grad():
         _assert_min_size_is_tight(m.net.features, VGG16.min_image_size)
         assert m(_x()).shape == (2, 10)
-        m.adapter = InputAdapter(image_size=224, channels=3)
+        m.adapter = InputAdapter(image_size=224, channels=3, mean=STATS[0], std=STATS[1])
         assert m(_x(1)).shape == (1, 10)
-        m.net.features[0] = sum_first_conv(m.net.features[0])
-        m.adapter = InputAdapter(image_size=48, channels=1)
+        m.net.features[0] = sum_first_conv(m.net.features[0], *STATS)
+        m.adapter = InputAdapter(image_size=48, channels=1, mean=STATS[0], std=STATS[1])
         assert m(_x()).shape == (2, 10)
 
 
@@ -178,8 +179,8 @@ def test_sum_adapter_matches_repeat_away_from_the_border():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 8, 3, padding=1)
     x = _x()
-    rep = conv(InputAdapter(image_size=32, channels=3)(x))
-    one = sum_first_conv(conv)(InputAdapter(image_size=32, channels=1)(x))
+    rep = conv(InputAdapter(image_size=32, channels=3, mean=STATS[0], std=STATS[1])(x))
+    one = sum_first_conv(conv, *STATS)(InputAdapter(image_size=32, channels=1, mean=STATS[0], std=STATS[1])(x))
     torch.testing.assert_close(one[..., 1:-1, 1:-1], rep[..., 1:-1, 1:-1], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(one, rep, atol=1e-5)  # the zero padding means a different grey per channel
 
@@ -217,10 +218,10 @@ def test_corrupt_cached_file_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("finetune", ["full", "discriminative"])
 def test_short_train_on_real_data_records_the_weights_source(tmp_path, data_dir, alex_file, finetune):
+    from conftest import TINY
+
     from mnistbench.config import resolve
     from mnistbench.train import train
-
-    from conftest import TINY
     cfg = resolve({**TINY, "model": "alexnet", "weights": str(alex_file), "finetune": finetune,
                    "train_limit": 64, "batch_size": 32, "test_limit": 64, "val_size": 64,
                    "data_dir": str(data_dir), "out": str(tmp_path / "run")})

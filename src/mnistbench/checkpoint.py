@@ -13,9 +13,6 @@ import torch
 from .errors import UserError
 from .fsio import save_torch
 
-CHECKPOINT = "checkpoint.pt"  # full training state, for --resume
-MODEL = "model.pt"            # the selected (best-validation) weights, for evaluate
-
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a run draws from: Python, NumPy, torch CPU and CUDA (as tensors and plain lists)."""

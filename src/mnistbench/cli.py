@@ -126,7 +126,7 @@ def _compare_parsers(sub) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .config import parse_sets
-    from .study import StudyInterrupted, compare
+    from .study.compare import StudyInterrupted, compare
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
@@ -139,7 +139,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import REPORT_HTML, rebuild
+    from .study.report import REPORT_HTML, rebuild
 
     rows = rebuild(args.dir)
     print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished; report: "

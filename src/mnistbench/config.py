@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from .errors import UserError
 from .models import get_spec
+from .tasks import TASKS, option_defaults
 
 # Allowed values of the string fields that are choices.
 CHOICES = {
@@ -60,22 +61,30 @@ class Config:
     checkpoints: bool = True          # false: no checkpoint.pt at all (throwaway benchmark runs)
     inference_benchmark: bool = True  # time batch-1 latency and large-batch throughput after training
     quiet: bool = False
-    model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's own options
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's options, all of them
+    task_args: Mapping[str, Any] = field(default_factory=dict)   # the options of the model's task, all of them
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, JSON-ready."""
         d = dataclasses.asdict(self)
-        d["model_args"] = dict(self.model_args)
+        d["model_args"], d["task_args"] = dict(self.model_args), dict(self.task_args)
         return d
 
     def flat(self) -> dict[str, Any]:
-        """Fields and model options in one mapping, as resolve() takes them."""
+        """Fields, model options and task options in one mapping, as resolve() takes them."""
         d = self.to_dict()
-        model_args = d.pop("model_args")
-        return {**d, **model_args}
+        model_args, task_args = d.pop("model_args"), d.pop("task_args")
+        return {**d, **model_args, **task_args}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """The Config of a saved to_dict() (e.g. config.json), re-resolved and re-validated."""
+        flat = {k: v for k, v in d.items() if k not in ("model_args", "task_args")}
+        return resolve({**flat, **d.get("model_args", {}), **d.get("task_args", {})})
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "model_args"}
+NESTED = ("model_args", "task_args")
+FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in NESTED}
 _DEFAULTS = Config()
 
 
@@ -120,6 +129,12 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
+def option_keys(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(builder options, task options) that `model` takes beyond the Config fields, with their defaults."""
+    spec = get_spec(model)
+    return spec.arg_defaults(), option_defaults(spec.task)
+
+
 def resolve(overrides: Mapping[str, Any]) -> Config:
     """Build the frozen Config from user overrides (strings or values), validating every key and value."""
     model = str(overrides.get("model", _DEFAULTS.model))
@@ -127,20 +142,22 @@ def resolve(overrides: Mapping[str, Any]) -> Config:
     recipe = str(overrides.get("recipe", _DEFAULTS.recipe))
     if recipe not in spec.recipes:
         raise UserError(f"model {model!r} has no recipe {recipe!r}; it has: {', '.join(spec.recipes)}")
-    arg_defaults = spec.arg_defaults()
-    known = sorted(set(FIELDS) | set(arg_defaults))
+    arg_defaults, task_defaults = option_keys(model)
+    known = sorted(set(FIELDS) | set(arg_defaults) | set(task_defaults))
     values: dict[str, Any] = {}
-    model_args: dict[str, Any] = {}
+    model_args, task_args = dict(arg_defaults), dict(task_defaults)
     for source in (spec.recipes[recipe], overrides):
         for key, raw in source.items():
             if key in FIELDS:
                 values[key] = parse_value(key, raw, getattr(_DEFAULTS, key))
             elif key in arg_defaults:
                 model_args[key] = parse_value(key, raw, arg_defaults[key])
+            elif key in task_defaults:
+                task_args[key] = parse_value(key, raw, task_defaults[key])
             else:
                 raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; "
                                 f"see `mnistbench models` and `mnistbench train --help`")
-    cfg = Config(**values, model_args=model_args)
+    cfg = Config(**values, model_args=model_args, task_args=task_args)
     validate(cfg)
     return cfg
 
@@ -163,6 +180,7 @@ def validate(cfg: Config) -> None:
         raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
+    TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options
 
 
 def effective_settings(cfg: Config) -> dict[str, Any]:

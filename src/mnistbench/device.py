@@ -1,8 +1,9 @@
-"""The one place where the device and numeric precision are chosen."""
+"""The one place where the device, numeric precision and memory layout of a run are chosen: Runtime."""
 from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,13 +39,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """An autocast context for `dtype`, or a no-op for fp32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def describe(device: torch.device) -> str:
     """Human-readable device name, e.g. 'cuda (NVIDIA H100 80GB HBM3)' or 'cpu (2 threads)'."""
     if device.type == "cuda":
@@ -56,3 +50,51 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run computes, resolved once and passed down: device, autocast dtype, memory layout."""
+
+    device: torch.device
+    amp: torch.dtype | None = None  # autocast dtype; None = fp32
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, device: str, precision: str, channels_last: bool) -> "Runtime":
+        """The Runtime for a config's device, precision and channels_last fields."""
+        dev = pick_device(device)
+        return cls(dev, autocast_dtype(dev, precision), channels_last)
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32', as summaries report it."""
+        return "bf16" if self.amp is torch.bfloat16 else "fp32"
+
+    @property
+    def timing_budget_s(self) -> float:
+        """Seconds each inference-speed measurement runs for: short on a CPU, longer where a GPU warms up."""
+        return 0.5 if self.device.type == "cpu" else 1.0
+
+    def autocast(self):
+        """An autocast context for this run's dtype, or a no-op for fp32."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (B, C, H, W) in the run's memory layout."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` moved to the device, in the run's memory layout."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def sync(self) -> None:
+        """Wait for queued device work (a no-op on the CPU)."""
+        synchronize(self.device)
+
+    def describe(self) -> str:
+        """The device in words."""
+        return describe(self.device)

@@ -6,7 +6,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Protocol
 
@@ -16,10 +15,10 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import Config
-from .device import autocast, autocast_dtype, synchronize
+from .device import Runtime
 from .errors import UserError
-from .optim import make_optimizer, make_scheduler
-from .record import RunRecord, versions
+from .optim import lr_factor, make_optimizer, set_lr
+from .record import CHECKPOINT, MODEL, RunRecord, versions
 
 
 class Task(Protocol):
@@ -86,11 +85,11 @@ class _Signals:
 class Trainer:
     """Holds model, optimizer, schedule and state for one fit; see fit()."""
 
-    def __init__(self, model: nn.Module, task: Task, cfg: Config, device: torch.device, run: RunRecord):
-        self.model, self.task, self.cfg, self.device, self.run = model, task, cfg, device, run
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord):
+        self.model, self.task, self.cfg, self.rt, self.run = model, task, cfg, rt, run
         self.opt = make_optimizer(model, cfg)
-        self.sched = make_scheduler(self.opt, cfg, cfg.epochs * task.steps_per_epoch)
-        self.amp = autocast_dtype(device, cfg.precision)
+        self.total_steps = cfg.epochs * task.steps_per_epoch
+        self.lr = 0.0  # the head's learning rate at the current step
         self.net = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         self.state = TrainState()
         self.best_weights: dict | None = None
@@ -99,8 +98,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "rng": checkpoint.rng_state(),
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": checkpoint.rng_state(),
                 "state": asdict(self.state), "config": self.cfg.to_dict(), "versions": versions()}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -108,26 +106,19 @@ class Trainer:
         self.opt.load_state_dict(ckpt["optimizer"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.state = TrainState(**ckpt["state"])
-        if ckpt["config"]["epochs"] == self.cfg.epochs:
-            self.sched.load_state_dict(ckpt["scheduler"])
-        else:  # more or fewer epochs than planned: the schedule is re-planned for the new length
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(self.state.global_step):
-                    self.sched.step()
+        # the learning rate is a function of (step, total steps): a resumed run with more epochs re-plans it
         self.run.truncate_metrics(self.state.metrics_lines)
-        if self.run.path(checkpoint.MODEL).exists():
-            self.best_weights = checkpoint.load(self.run.path(checkpoint.MODEL))
+        if self.run.path(MODEL).exists():
+            self.best_weights = checkpoint.load(self.run.path(MODEL))
 
     def save_checkpoint(self) -> None:
         if not self.cfg.checkpoints:
             return
         if self._best_dirty:
-            checkpoint.save(self.run.path(checkpoint.MODEL), self.best_weights)
+            checkpoint.save(self.run.path(MODEL), self.best_weights)
             self._best_dirty = False
-        self.run_loss = float("nan")  # the last logged training loss, shown on the progress bar
         self.state.metrics_lines = self.run.metrics_lines()
-        checkpoint.save(self.run.path(checkpoint.CHECKPOINT), self.state_dict())
+        checkpoint.save(self.run.path(CHECKPOINT), self.state_dict())
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -147,14 +138,14 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=task.steps_per_epoch, initial=st.step_in_epoch, disable=cfg.quiet, leave=False,
                    desc=f"epoch {st.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
-        window = torch.tensor(st.window_loss, device=self.device)
+        window = torch.tensor(st.window_loss, device=self.rt.device)
         last_ckpt, shown = time.monotonic(), st.step_in_epoch
         t0 = time.perf_counter()
         for batch in task.batches(st.epoch, st.step_in_epoch):
             first_compiled = cfg.compile and st.global_step == 0
             self._step(batch, window)
             if first_compiled:  # the first compiled step includes compilation: reported apart
-                synchronize(self.device)
+                self.rt.sync()
                 st.compile_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
             end = st.step_in_epoch == task.steps_per_epoch
             if st.global_step % cfg.log_every == 0 or end:
@@ -172,14 +163,15 @@ class Trainer:
         bar.close()
 
     def _step(self, batch: Any, window: torch.Tensor) -> None:
-        with autocast(self.device, self.amp):
+        cfg = self.cfg
+        self.lr = set_lr(self.opt, lr_factor(cfg.schedule, cfg.warmup, self.state.global_step, self.total_steps))
+        with self.rt.autocast():
             loss = self.task.loss(self.net, batch, self.state.global_step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
-        self.sched.step()
         window += loss.detach().float()
         self.state.global_step += 1
         self.state.step_in_epoch += 1
@@ -187,9 +179,8 @@ class Trainer:
 
     def _check_finite(self, mean: float) -> None:
         if not math.isfinite(mean):
-            lr = self.opt.param_groups[-1]["lr"]
             raise NonFiniteLoss(f"training loss became {mean} (cross-entropy / task loss) at step "
-                                f"{self.state.global_step}, learning rate {lr:.3g}; stopped, the last good "
+                                f"{self.state.global_step}, learning rate {self.lr:.3g}; stopped, the last good "
                                 f"checkpoint is kept; try a lower --lr or --set grad_clip=1")
 
     def _log_train(self, window: torch.Tensor, t0: float) -> float:
@@ -199,14 +190,14 @@ class Trainer:
         self._check_finite(mean)
         self.run.log({"kind": "train", "step": st.global_step,
                       "epoch": st.epoch + st.step_in_epoch / self.task.steps_per_epoch, "loss": mean,
-                      "lr": self.opt.param_groups[-1]["lr"], "train_seconds": round(st.train_seconds, 4),
+                      "lr": self.lr, "train_seconds": round(st.train_seconds, 4),
                       "time": time.time()})
         window.zero_()
         st.window_steps = 0
         return time.perf_counter()
 
     def _checkpoint_mid_epoch(self, window: torch.Tensor, t0: float) -> float:
-        synchronize(self.device)
+        self.rt.sync()
         self.state.train_seconds += time.perf_counter() - t0
         self.state.window_loss = window.item()
         self._check_finite(self.state.window_loss)
@@ -215,7 +206,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         st, cfg = self.state, self.cfg
-        synchronize(self.device)
+        self.rt.sync()
         st.epoch, st.step_in_epoch, st.window_loss = st.epoch + 1, 0, 0.0
         t_val = time.perf_counter()
         val = self.task.validate(self.model)
@@ -236,10 +227,10 @@ class Trainer:
         self.save_checkpoint()
 
 
-def fit(model: nn.Module, task: Task, cfg: Config, device: torch.device, run: RunRecord,
+def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord,
         resume: dict[str, Any] | None = None) -> TrainState:
     """Train `model` on `task`; on return the model holds the best-validation weights."""
-    trainer = Trainer(model, task, cfg, device, run)
+    trainer = Trainer(model, task, cfg, rt, run)
     if resume is not None:
         trainer.load_state_dict(resume)
     return trainer.fit()

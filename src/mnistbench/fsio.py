@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import torch
 
+from .errors import UserError
+
 
 def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Call write(f) on a temp file beside `path`, then move it into place; `path` is never half-written."""
@@ -25,6 +27,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """The JSON document at `path`; a UserError naming the file when it is missing or broken."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({e}); is {Path(path).parent} a mnistbench {what}?") from None
 
 
 def write_bytes(path, data: bytes) -> None:

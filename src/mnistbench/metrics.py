@@ -1,4 +1,4 @@
-"""Classification metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix."""
+"""Metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix; detection mAP."""
 from __future__ import annotations
 
 from typing import Any
@@ -47,3 +47,27 @@ def time_to_accuracy(history: list[dict[str, Any]], thresholds=(0.98, 0.99, 0.99
     """Training seconds at the first validation record reaching each threshold, None if never."""
     return {f"{t:g}": next((h["train_seconds"] for h in history if h["val_accuracy"] >= t), None)
             for t in thresholds}
+
+
+def detection_metrics(preds: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """COCO box mAP over IoU 0.5:0.95 and at 0.5, overall and per class, by torchmetrics (faster_coco_eval).
+
+    preds: per image {"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}; targets: per image {"boxes", "labels"}.
+    """
+    from torchmetrics.detection import MeanAveragePrecision
+
+    preds = [{"boxes": d["boxes"].float().cpu(), "scores": d["scores"].float().cpu(), "labels": d["labels"].cpu()}
+             for d in preds]
+    targets = [{"boxes": t["boxes"].float().cpu(), "labels": t["labels"].cpu()} for t in targets]
+    out: dict[str, Any] = {}
+    for thresholds, suffix in ((None, ""), ([0.5], "_50")):  # the second gives per-class AP at IoU 0.5
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=thresholds,
+                                      class_metrics=True, backend="faster_coco_eval")
+        metric.update(preds, targets)
+        r = metric.compute()
+        classes = r["classes"].flatten().tolist()
+        per_class = r["map_per_class"].flatten().tolist()
+        out[f"per_class_ap{suffix}"] = {str(c): round(ap, 6) for c, ap in zip(classes, per_class)}
+        if thresholds is None:
+            out["map"], out["map_50"], out["map_75"] = float(r["map"]), float(r["map_50"]), float(r["map_75"])
+    return out

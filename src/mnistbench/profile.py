@@ -4,39 +4,42 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .device import autocast, synchronize
+from .device import Runtime
+
+
+def median_seconds(call: Callable[[int], object], rt: Runtime, *, budget_s: float, min_calls: int = 3) -> float:
+    """Median wall time of call(i) for i = 0, 1, ... over about `budget_s` seconds, after one untimed warm-up.
+
+    The one timing loop of the package: device work is synchronised around every call.
+    """
+    call(0)
+    rt.sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget_s or len(times) < min_calls:
+        t = time.perf_counter()
+        call(len(times))
+        rt.sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 @torch.no_grad()
-def inference_speed(model: nn.Module, device: torch.device, amp: torch.dtype | None, *, large_batch: int = 1000,
-                    budget_s: float = 1.0, channels_last: bool = False) -> dict[str, float]:
-    """Median batch-1 latency (ms per image) and large-batch throughput (images/s), after warm-up.
-
-    Each measurement runs for about `budget_s` seconds; inputs are already on the device.
-    """
+def inference_speed(model: nn.Module, rt: Runtime, *, large_batch: int = 1000) -> dict[str, float]:
+    """Median batch-1 latency (ms per image) and large-batch throughput (images/s) of a classifier."""
     model.eval()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
-    def timed(batch: int) -> list[float]:
-        x = torch.zeros(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
-        times: list[float] = []
-        with autocast(device, amp):
-            model(x)  # warm-up
-            synchronize(device)
-            start = time.perf_counter()
-            while time.perf_counter() - start < budget_s or len(times) < 3:
-                t = time.perf_counter()
-                model(x)
-                synchronize(device)
-                times.append(time.perf_counter() - t)
-        return times
+    def timer(batch: int) -> float:
+        x = rt.layout(torch.zeros(batch, 1, 28, 28, device=rt.device))
+        with rt.autocast():
+            return median_seconds(lambda _: model(x), rt, budget_s=rt.timing_budget_s)
 
-    latency = statistics.median(timed(1))
-    large = statistics.median(timed(large_batch))
+    latency, large = timer(1), timer(large_batch)
     return {"inference_ms_per_image": 1000 * latency, "inference_images_per_second": large_batch / large,
             "inference_large_batch": large_batch}
 

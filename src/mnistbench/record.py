@@ -1,4 +1,4 @@
-"""The run folder: config.json, metrics.jsonl, summary.json, checkpoints and figures."""
+"""The run folder: every file name of a run, its writers and its readers (nobody else spells them)."""
 from __future__ import annotations
 
 import functools
@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsio import check_writable, write_bytes, write_json
+from .fsio import check_writable, read_json, write_bytes, write_json
 
-METRICS = "metrics.jsonl"
+CONFIG = "config.json"          # the resolved config, library versions, device, git commit
+METRICS = "metrics.jsonl"       # one JSON line per logged training step and per validation
+SUMMARY = "summary.json"        # test metrics, timings and costs; written last: its presence means "finished"
+MODEL = "model.pt"              # the selected (best-validation) weights, a plain state dict
+CHECKPOINT = "checkpoint.pt"    # the full training state, for --resume
+ERROR = "error.txt"             # the traceback of a run that failed inside a study
+CURVES, CONFUSION, DETECTIONS = "curves.png", "confusion.png", "detections.png"
 
 
 def default_run_dir(model: str) -> Path:
@@ -45,12 +51,37 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The resolved config a run folder was made with, as a plain dict."""
+    doc = read_json(Path(folder) / CONFIG, "run folder")
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise UserError(f"{Path(folder) / CONFIG}: no 'config' in it; is {folder} a mnistbench run folder?")
+    return doc["config"]
+
+
+def read_summary(folder: str | os.PathLike) -> dict[str, Any]:
+    """A finished run's summary.json."""
+    return read_json(Path(folder) / SUMMARY, "finished run folder")
+
+
 def read_metrics(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """Every record of a run folder's metrics.jsonl; none when it has none."""
     path = Path(folder) / METRICS
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def status(folder: str | os.PathLike) -> str:
+    """'finished' (a summary newer than its config), 'interrupted' (a checkpoint, no summary) or 'none'."""
+    folder = Path(folder)
+    config, summary = folder / CONFIG, folder / SUMMARY
+    if not config.exists():
+        return "none"
+    if summary.exists():
+        # a summary older than config.json belongs to an earlier run in this folder
+        return "finished" if summary.stat().st_mtime >= config.stat().st_mtime else "none"
+    return "interrupted" if (folder / CHECKPOINT).exists() else "none"
 
 
 class RunRecord:
@@ -68,12 +99,17 @@ class RunRecord:
             stale.unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
-        """A file inside the run folder."""
+        """A file inside the run folder (one of this module's names)."""
         return self.folder / name
 
-    def write_json(self, name: str, obj: Any) -> None:
-        """Atomically write a JSON file in the run folder."""
-        write_json(self.folder / name, obj)
+    def write_config(self, config: dict[str, Any], device: str) -> None:
+        """config.json: the resolved config with the versions, device and commit that produced the run."""
+        write_json(self.folder / CONFIG, {"config": config, "versions": versions(), "device": device,
+                                          "git_commit": git_commit()})
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json, the last file of a finished run."""
+        write_json(self.folder / SUMMARY, summary)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line with a single write(2), so a crash never leaves half a line."""

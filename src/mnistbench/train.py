@@ -1,7 +1,6 @@
 """Library entry points: train(cfg) runs one model end to end; evaluate_run(dir) re-tests a saved run."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -12,16 +11,24 @@ import numpy as np
 import torch
 
 from . import checkpoint, plots
-from .classify import ClassifyTask, test_metrics
 from .config import Config, effective_settings, resolve
-from .data.datasets import Splits, load_splits
-from .device import autocast_dtype, describe, pick_device
-from .engine import Interrupted, fit
+from .data.datasets import Splits, get_info, load_splits
+from .device import Runtime
+from .engine import Interrupted, TrainState, fit
 from .errors import UserError
 from .metrics import time_to_accuracy
 from .models import get_model, get_spec
-from .profile import flops_per_image, inference_speed, peak_memory_mb
-from .record import RunRecord, default_run_dir, git_commit, versions
+from .profile import peak_memory_mb
+from .record import (
+    CHECKPOINT,
+    CONFUSION,
+    CURVES,
+    MODEL,
+    RunRecord,
+    default_run_dir,
+    read_config,
+)
+from .tasks import TASKS
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -35,63 +42,55 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def load_data(cfg: Config, device: torch.device) -> Splits:
-    """The configured data set's splits, on `device`."""
-    return load_splits(cfg.dataset, cfg.data_dir or None, device=device, val_size=cfg.val_size, seed=cfg.seed,
-                       train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+def runtime(cfg: Config, device: str | None = None) -> Runtime:
+    """The run's Runtime from its config (`device` overrides the configured one)."""
+    return Runtime.resolve(device or cfg.device, cfg.precision, cfg.channels_last)
 
 
-def build_model(cfg: Config, device: torch.device) -> torch.nn.Module:
-    """The registered model on `device` (channels_last on CUDA)."""
-    try:
-        model = get_model(cfg.model, **cfg.model_args)
-    except ValueError as e:
-        raise UserError(f"model {cfg.model!r}: {e}") from None
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+def load_data(cfg: Config, rt: Runtime, data_dir: str = "") -> Splits:
+    """The configured data set's splits, on the run's device."""
+    return load_splits(cfg.dataset, data_dir or cfg.data_dir or None, device=rt.device, val_size=cfg.val_size,
+                       seed=cfg.seed, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
 
 
-def _task_runner(cfg: Config):
-    """(make_task, test) for the model's kind of task; test(model, splits, cfg, device, run) -> metrics."""
-    if get_spec(cfg.model).task == "detect":
-        from .detection import runner
-        return runner.make_task, runner.test
-    return ClassifyTask, lambda model, splits, cfg, device, run: test_metrics(model, splits, cfg, device)
+def build_model(cfg: Config, rt: Runtime) -> torch.nn.Module:
+    """The registered model with the config's options, on the run's device and in its memory layout."""
+    return rt.prepare(get_model(cfg.model, **cfg.model_args))
+
+
+def make_task(cfg: Config, splits: Splits, rt: Runtime):
+    """The task object (TASKS by the model's kind) that fit() trains and test() scores."""
+    return TASKS[get_spec(cfg.model).task](splits, cfg, rt)
 
 
 def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train, select on validation, test, profile and record one model; returns summary.json's content."""
     wall0 = time.perf_counter()
-    device = pick_device(cfg.device)
+    rt = runtime(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    # data and model first: a missing file or unavailable weights stops the run before any file is written
-    splits = load_data(cfg, device)
-    model = build_model(cfg, device)
+    # data, model and task first: a missing file or bad option stops the run before any file is written
+    splits = load_data(cfg, rt)
+    model = build_model(cfg, rt)
+    task = make_task(cfg, splits, rt)
     run = RunRecord(resume_from or cfg.out or default_run_dir(cfg.model))
-    resume = checkpoint.load(run.path(checkpoint.CHECKPOINT)) if resume_from else None
-    run.write_json("config.json", {"config": cfg.to_dict(), "versions": versions(), "device": describe(device),
-                                   "git_commit": git_commit()})
-    make_task, test = _task_runner(cfg)
-    task = make_task(splits, cfg, device)
+    resume = checkpoint.load(run.path(CHECKPOINT)) if resume_from else None
+    run.write_config(cfg.to_dict(), rt.describe())
     try:
-        state = fit(model, task, cfg, device, run, resume=resume)
+        state = fit(model, task, cfg, rt, run, resume=resume)
     except Interrupted as e:
         e.run_dir = run.folder
         raise
-    checkpoint.save(run.path(checkpoint.MODEL), model.state_dict())
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder),
-               **test(model, splits, cfg, device, run)}
+    checkpoint.save(run.path(MODEL), model.state_dict())
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **task.test(model, run)}
     summary.update(_timings(state, cfg, len(splits.train_x)))
-    summary.update(_costs(model, cfg, device, state.compile_seconds))
-    summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; plots are written after
-    run.write_json("summary.json", summary)
+    summary.update(_costs(model, rt))
+    summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
+    run.write_summary(summary)
     write_figures(run, summary)
     return summary
 
 
-def _timings(state, cfg: Config, n_train: int) -> dict[str, Any]:
+def _timings(state: TrainState, cfg: Config, n_train: int) -> dict[str, Any]:
     steps = state.global_step
     return {"train_seconds": state.train_seconds, "compile_seconds": state.compile_seconds,
             "time_to_accuracy": time_to_accuracy(state.history), "epochs_completed": state.epoch,
@@ -100,40 +99,24 @@ def _timings(state, cfg: Config, n_train: int) -> dict[str, Any]:
             "train_images_per_second": steps * cfg.batch_size / state.train_seconds if state.train_seconds else None}
 
 
-def _costs(model, cfg: Config, device: torch.device, compile_seconds: float) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "params": sum(p.numel() for p in model.parameters()),
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "device": describe(device), "precision": "bf16" if autocast_dtype(device, cfg.precision) else "fp32",
-        "weights_source": getattr(model, "weights_source", None),
-        "peak_memory_mb": peak_memory_mb(device),
-    }
-    if get_spec(cfg.model).task == "classify":
-        out["flops_per_image"] = flops_per_image(model, device)
-        if cfg.inference_benchmark:
-            out.update(inference_speed(model, device, autocast_dtype(device, cfg.precision),
-                                       budget_s=0.5 if device.type == "cpu" else 1.0,
-                                       channels_last=cfg.channels_last))
-    return out
+def _costs(model: torch.nn.Module, rt: Runtime) -> dict[str, Any]:
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "device": rt.describe(), "precision": rt.precision,
+            "weights_source": getattr(model, "weights_source", None), "peak_memory_mb": peak_memory_mb(rt.device)}
 
 
 def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
     """curves.png and confusion.png from the run's records."""
     title = f"{summary['model']} on {summary['dataset']}"
-    plots.curves(run.read_metrics(), run.path("curves.png"), title)
-    from .data.datasets import get_info
-    plots.confusion(summary["confusion_matrix"], get_info(summary["dataset"]).classes, run.path("confusion.png"),
+    plots.curves(run.read_metrics(), run.path(CURVES), title)
+    plots.confusion(summary["confusion_matrix"], get_info(summary["dataset"]).classes, run.path(CONFUSION),
                     f"{title}: test accuracy {100 * summary['test_accuracy']:.2f} %")
 
 
 def load_run_config(run_dir: str | os.PathLike) -> Config:
     """The Config a run folder was made with."""
-    path = Path(run_dir) / "config.json"
-    try:
-        saved = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: not a readable run config ({e}); is {run_dir} a mnistbench run folder?") from None
-    return resolve(Config(**{**saved, "model_args": saved.get("model_args", {})}).flat())
+    return Config.from_dict(read_config(run_dir))
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:
@@ -151,14 +134,12 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Conf
 def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a run's saved model.pt on the test set; returns the test metrics."""
     cfg = load_run_config(run_dir)
-    dev = pick_device(device)
-    state = checkpoint.load(Path(run_dir) / checkpoint.MODEL, map_location=dev)
-    splits = load_splits(cfg.dataset, data_dir or cfg.data_dir or None, device=dev, val_size=cfg.val_size,
-                         seed=cfg.seed, test_limit=cfg.test_limit)
-    model = build_model(cfg, dev)
+    rt = runtime(cfg, device)
+    state = checkpoint.load(Path(run_dir) / MODEL, map_location=rt.device)
+    splits = load_data(cfg, rt, data_dir)
+    model = build_model(cfg, rt)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
-        raise UserError(f"{run_dir}/model.pt does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
-    _, test = _task_runner(cfg)
-    return test(model, splits, cfg, dev, None)
+        raise UserError(f"{run_dir}/{MODEL} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    return make_task(cfg, splits, rt).test(model)

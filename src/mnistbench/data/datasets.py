@@ -126,6 +126,16 @@ def load_arrays(name: str, data_dir=None, *, allow_download: bool = True) -> tup
     return tuple(arrays)
 
 
+def load_test_images(name: str, data_dir=None) -> np.ndarray:
+    """The verified test images (10000, 28, 28) of a data set already on disk (no download, one file read)."""
+    info = get_info(name)
+    folder = data_root(data_dir) / name
+    path = find_file(folder, FILES[2])
+    if path is None:
+        raise UserError(_missing_message(info, folder))
+    return load_idx(path, ndim=3, expected_md5=info.md5s[2])
+
+
 def load_splits(name: str, data_dir=None, *, device="cpu", val_size: int = 5000, seed: int = 0,
                 train_limit: int = 0, test_limit: int = 0, allow_download: bool = True) -> Splits:
     """Load a data set, hold out a seeded validation split of the training set, move all to `device`.

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import ModelSpec
+from ..errors import UserError
+from .spec import ModelSpec
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -35,7 +36,7 @@ class CNN(nn.Module):
 def build(*, width: int = 32, dropout: float = 0.1) -> CNN:
     """The custom CNN; `width` channels in the first stage, doubling in each of the next two."""
     if width < 1 or not 0.0 <= dropout < 1.0:
-        raise ValueError("cnn needs width >= 1 and 0 <= dropout < 1")
+        raise UserError("cnn needs width >= 1 and 0 <= dropout < 1")
     return CNN(width=width, dropout=dropout)
 
 

@@ -18,11 +18,9 @@ from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from ..errors import UserError
-from . import ModelSpec
 from . import weights as wts
+from .spec import ModelSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ADAPTERS = ("repeat", "sum")
 FINETUNES = ("auto", "full", "head", "discriminative")
 
@@ -34,16 +32,17 @@ class Backbone:
     name: str
     build: Callable[..., nn.Module]  # torchvision builder: (weights=None, num_classes, dropout) -> model
     weights: WeightsEnum
-    # smallest input side for which `features` still yields a >= 1x1 map (AlexNet: conv 11/4 and three 3/2
-    # max pools; VGG16: five 2/2 max pools); torchvision's adaptive average pool then copies that map up
-    min_image_size: int
-    # that same 1x1-map geometry at a round size: bigger inputs cost ~size^2 and did not pay on MNIST
+    # the smallest input torchvision's metadata allows (a >= 1x1 map after `features`: AlexNet 63 px,
+    # VGG16 32 px) at a round size: bigger inputs cost ~size^2 and did not pay on MNIST
     default_image_size: int
 
+    @property
+    def min_image_size(self) -> int:
+        return wts.min_size(self.weights)
 
-VGG16 = Backbone("vgg16", tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1, min_image_size=32, default_image_size=32)
-ALEXNET = Backbone("alexnet", tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, min_image_size=63,
-                   default_image_size=64)
+
+VGG16 = Backbone("vgg16", tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1, default_image_size=32)
+ALEXNET = Backbone("alexnet", tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, default_image_size=64)
 
 
 class InputAdapter(nn.Module):
@@ -54,11 +53,11 @@ class InputAdapter(nn.Module):
     conv built by `sum_first_conv`).
     """
 
-    def __init__(self, *, image_size: int, channels: int):
+    def __init__(self, *, image_size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.image_size = image_size
-        mean = torch.tensor(IMAGENET_MEAN) if channels == 3 else torch.tensor(IMAGENET_MEAN).mean().reshape(1)
-        std = torch.tensor(IMAGENET_STD) if channels == 3 else torch.tensor(IMAGENET_STD).mean().reshape(1)
+        mean = torch.tensor(mean) if channels == 3 else torch.tensor(mean).mean().reshape(1)
+        std = torch.tensor(std) if channels == 3 else torch.tensor(std).mean().reshape(1)
         # pixel p = (x + 1) / 2 in [0, 1]; (p - mean) / std = x * scale + shift
         self.register_buffer("scale", (0.5 / std).reshape(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", ((0.5 - mean) / std).reshape(1, -1, 1, 1), persistent=False)
@@ -71,7 +70,7 @@ class InputAdapter(nn.Module):
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)  # (B, C, S, S)
 
 
-def sum_first_conv(conv: nn.Conv2d) -> nn.Conv2d:
+def sum_first_conv(conv: nn.Conv2d, mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Conv2d:
     """A 1-channel conv computing what `conv` computes on a grey image repeated to 3 channels.
 
     The 3-channel input is (p - m_c) / s_c; the 1-channel input is u = (p - m) / s with m, s the means
@@ -79,7 +78,7 @@ def sum_first_conv(conv: nn.Conv2d) -> nn.Conv2d:
     sum over channels of W_c * s / s_c and the bias gains sum(W_c * (m - m_c) / s_c). This is exact
     wherever the kernel does not overlap the zero padding; on the border it differs by that constant.
     """
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    mean, std = torch.tensor(mean), torch.tensor(std)
     m, s = mean.mean(), std.mean()
     w = conv.weight.detach()  # (O, 3, k, k)
     per_channel = (s / std).reshape(1, 3, 1, 1)
@@ -145,9 +144,10 @@ def build_transfer(bb: Backbone, *, image_size: int, pretrained: bool = True, we
         wts.load_into(net, state, source=source)
     # classifier = [..., Linear(4096, 1000)] in both VGG16 and AlexNet
     net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, 10)
+    mean, std = wts.normalization(bb.weights)
     if in_adapter == "sum":
-        net.features[0] = sum_first_conv(net.features[0])
-    adapter = InputAdapter(image_size=image_size, channels=1 if in_adapter == "sum" else 3)
+        net.features[0] = sum_first_conv(net.features[0], mean, std)
+    adapter = InputAdapter(image_size=image_size, channels=1 if in_adapter == "sum" else 3, mean=mean, std=std)
     return TransferNet(adapter=adapter, net=net, finetune=finetune, backbone_lr_scale=backbone_lr_scale,
                        weights_source=source)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from . import ModelSpec
+from .spec import ModelSpec
 
 IMAGE_SIZE = 28
 PATCH_SIZES = (4, 7)  # the divisors of 28 that give a useful sequence: 49 or 16 tokens

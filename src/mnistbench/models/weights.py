@@ -30,6 +30,17 @@ def cache_file(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
+def normalization(weights: WeightsEnum) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per RGB channel that `weights` were trained with, from torchvision's own transforms."""
+    t = weights.transforms()
+    return tuple(t.mean), tuple(t.std)
+
+
+def min_size(weights: WeightsEnum) -> int:
+    """The smallest input side torchvision's metadata allows for the network of `weights`."""
+    return max(weights.meta["min_size"])
+
+
 def describe(weights: WeightsEnum) -> str:
     """A stable name for `weights`, e.g. 'torchvision:AlexNet_Weights.IMAGENET1K_V1'."""
     return f"torchvision:{type(weights).__name__}.{weights.name}"

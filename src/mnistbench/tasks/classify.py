@@ -1,31 +1,49 @@
 """Classification on device-resident data: the training task for fit(), prediction and test metrics."""
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
-from .data.datasets import Splits
-from .data.pipeline import augment, augment_translate, batch_indices, epoch_order, normalize, steps_per_epoch
-from .device import autocast, autocast_dtype
-from .metrics import classification_report, misclassified
+from ..data.datasets import Splits
+from ..data.pipeline import (
+    augment,
+    augment_translate,
+    batch_indices,
+    epoch_order,
+    normalize,
+    steps_per_epoch,
+)
+from ..device import Runtime
+from ..metrics import classification_report, misclassified
+from ..profile import flops_per_image, inference_speed
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..record import RunRecord
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """Classification has no options beyond the Config fields."""
 
 
 class ClassifyTask:
     """Cross-entropy on seeded-permutation batches, augmented on the device."""
 
-    def __init__(self, splits: Splits, cfg: Config, device: torch.device):
-        self.splits, self.cfg, self.device = splits, cfg, device
+    Options = ClassifyOptions
+
+    def __init__(self, splits: Splits, cfg: Config, rt: Runtime):
+        self.splits, self.cfg, self.rt = splits, cfg, rt
         self.n = len(splits.train_x)
         self.steps_per_epoch = steps_per_epoch(self.n, cfg.batch_size)
-        self.channels_last = cfg.channels_last
-        self.generator = torch.Generator(device=device)
+        self.generator = torch.Generator(device=rt.device)
 
     def batches(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
-        order = epoch_order(self.n, seed=self.cfg.seed, epoch=epoch, device=self.device)
+        order = epoch_order(self.n, seed=self.cfg.seed, epoch=epoch, device=self.rt.device)
         return batch_indices(order, self.cfg.batch_size, start=start)
 
     def inputs(self, idx: torch.Tensor, step: int) -> torch.Tensor:
@@ -38,40 +56,44 @@ class ClassifyTask:
                 x = augment_translate(x, generator=self.generator, pixels=int(cfg.translate))
             else:
                 x = augment(x, generator=self.generator, translate=cfg.translate, rotate=cfg.rotate, scale=cfg.scale)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.rt.layout(x)
 
     def loss(self, net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
         logits = net(self.inputs(idx, step))
         return F.cross_entropy(logits.float(), self.splits.train_y[idx], label_smoothing=self.cfg.label_smoothing)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        logits = predict(model, self.splits.val_x, cfg=self.cfg, device=self.device)
+        logits = predict(model, self.splits.val_x, rt=self.rt, batch_size=self.cfg.eval_batch_size)
         y = self.splits.val_y
         return {"val_loss": F.cross_entropy(logits, y).item(),
                 "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
 
+    def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
+        """Test metrics, FLOPs per image and (when configured) inference speed."""
+        out = test_metrics(model, self.splits, rt=self.rt, batch_size=self.cfg.eval_batch_size)
+        out["flops_per_image"] = flops_per_image(model, self.rt.device)
+        if self.cfg.inference_benchmark:
+            out.update(inference_speed(model, self.rt))
+        return out
+
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, cfg: Config, device: torch.device) -> torch.Tensor:
-    """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of eval_batch_size."""
+def predict(model: nn.Module, images: torch.Tensor, *, rt: Runtime, batch_size: int = 1000) -> torch.Tensor:
+    """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of `batch_size`."""
     was_training = model.training
     model.eval()
-    amp = autocast_dtype(device, cfg.precision)
-    channels_last = cfg.channels_last
     out = []
-    for i in range(0, len(images), cfg.eval_batch_size):
-        x = normalize(images[i:i + cfg.eval_batch_size].to(device))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+    for i in range(0, len(images), batch_size):
+        x = rt.layout(normalize(images[i:i + batch_size].to(rt.device)))
+        with rt.autocast():
             out.append(model(x).float())
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 10, device=device)
+    return torch.cat(out) if out else torch.empty(0, 10, device=rt.device)
 
 
-def test_metrics(model: nn.Module, splits: Splits, cfg: Config, device: torch.device) -> dict:
+def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: int = 1000) -> dict[str, Any]:
     """Metrics on the official test set, plus the indices of misclassified test images."""
-    logits = predict(model, splits.test_x, cfg=cfg, device=device)
+    logits = predict(model, splits.test_x, rt=rt, batch_size=batch_size)
     preds = logits.argmax(1)
     report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
     wrong, wrong_count = misclassified(preds, splits.test_y)

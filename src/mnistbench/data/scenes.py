@@ -11,8 +11,36 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .batched import Padded
-from .boxes import DEFAULT_THRESHOLD, digit_boxes
+from ..errors import UserError
+
+# Fraction of full intensity above which a pixel counts as ink: it drops the faint halo that
+# bilinear resizing leaves around a stroke while keeping every real stroke pixel of MNIST.
+DEFAULT_THRESHOLD = 0.25
+
+
+def digit_boxes(images: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (N, 4) as float (x1, y1, x2, y2) in pixel-edge coordinates, and valid (N,) bool.
+
+    `images` is (N, H, W), uint8 (0..255) or float (0..1); a pixel is ink when its intensity is above
+    `threshold` (a fraction of full intensity). The box covers whole pixels: a digit whose ink spans
+    columns 3..7 gets x1 = 3, x2 = 8, so a box is never empty. An image without ink gets the zero box
+    and valid = False.
+    """
+    if images.dtype == torch.uint8:
+        ink = images > round(threshold * 255)
+    else:
+        ink = images > threshold
+    h, w = ink.shape[1:]
+    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (N, H), (N, W)
+    valid = rows.any(dim=1)
+    # argmax returns the first maximum: the first True from the front, and from the back on the flip
+    y1 = rows.to(torch.uint8).argmax(dim=1)
+    y2 = h - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    x1 = cols.to(torch.uint8).argmax(dim=1)
+    x2 = w - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)  # (N, 4)
+    return boxes * valid.unsqueeze(1), valid
+
 
 DIGIT = 28  # MNIST side
 # Pixels between the planned ink boxes of two digits: resampling can grow an ink box by up to ~2 px a
@@ -32,6 +60,10 @@ class Scenes:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getitem__(self, part: slice) -> "Scenes":
+        """The scenes of a slice, e.g. scenes[i:i + batch]."""
+        return Scenes(self.images[part], self.boxes[part], self.labels[part], self.valid[part], self.sources[part])
 
 
 def scene_seed(*parts: int) -> int:
@@ -115,7 +147,7 @@ def make_scenes(pool: DigitPool, count: int, *, seed: int, canvas: int = 64, max
     device; the boxes are measured on each rendered digit. Same seed, same scenes, on any device.
     """
     if canvas < round(scale[1] * DIGIT):
-        raise ValueError(f"canvas {canvas} px is smaller than the largest digit patch {round(scale[1] * DIGIT)} px")
+        raise UserError(f"canvas {canvas} px is smaller than the largest digit patch {round(scale[1] * DIGIT)} px")
     g = torch.Generator().manual_seed(seed)
     wanted = torch.randint(1, max_digits + 1, (count,), generator=g)
     sources = torch.randint(0, len(pool), (count, max_digits), generator=g)
@@ -131,19 +163,6 @@ def make_scenes(pool: DigitPool, count: int, *, seed: int, canvas: int = 64, max
     labels = torch.where(valid, pool.y[sources], -1)
     return Scenes(images, boxes.view(count, max_digits, 4) * valid[..., None], labels, valid,
                   torch.where(valid, sources, -1))
-
-
-def to_targets(scenes: Scenes) -> list[dict[str, torch.Tensor]]:
-    """torchvision's list of per-image target dicts; labels shift by one because class 0 is background."""
-    counts = scenes.valid.sum(dim=1).tolist()  # the one host sync the list-of-dicts format needs
-    boxes = scenes.boxes[scenes.valid].split(counts)
-    labels = (scenes.labels[scenes.valid] + 1).split(counts)
-    return [{"boxes": b, "labels": c} for b, c in zip(boxes, labels)]
-
-
-def padded_targets(scenes: Scenes) -> Padded:
-    """The targets as batched.Padded, straight from the scene tensors (no per-image list)."""
-    return Padded(scenes.boxes, scenes.labels + 1, scenes.valid)  # invalid slots get label 0, background
 
 
 def centered(digits: torch.Tensor, canvas: int) -> torch.Tensor:

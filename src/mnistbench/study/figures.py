@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import plots
+from .. import plots
 
 
 def png(fig) -> bytes:
@@ -38,9 +38,9 @@ def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequen
 
     `runs` holds (model, seed, metrics records); seeds of one model share its colour.
     """
-    plt = plots.pyplot()
     color = _colors(models)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = plots.figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     labelled: set[str] = set()
     for model, _seed, records in runs:
         train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
@@ -76,9 +76,9 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
 
     Each point: model, seconds, accuracy, seconds_std, accuracy_std, front (bool).
     """
-    plt = plots.pyplot()
     color = _colors(models)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig = plots.figure(figsize=(7.5, 5))
+    ax = fig.subplots()
     for p in points:
         ax.errorbar(p["seconds"], 100 * p["accuracy"], xerr=p.get("seconds_std") or None,
                     yerr=100 * p["accuracy_std"] if p.get("accuracy_std") else None,
@@ -104,11 +104,11 @@ def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes:
     """Small multiples of confusion matrices (rows = true), log colour so rare errors show; errors counted."""
     from matplotlib.colors import LogNorm
 
-    plt = plots.pyplot()
     n = len(matrices)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 4.1 * rows), squeeze=False)
+    fig = plots.figure(figsize=(4.3 * cols, 4.1 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (title, matrix) in zip(axes.flat, matrices):
@@ -130,10 +130,10 @@ def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes:
 
 def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> bytes:
     """Grouped bars: per-class F1 of every model side by side."""
-    plt = plots.pyplot()
     models = list(f1)
     color = _colors(models)
-    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(classes) * len(models) + 4)), 4.2))
+    fig = plots.figure(figsize=(min(16, max(8, 0.3 * len(classes) * len(models) + 4)), 4.2))
+    ax = fig.subplots()
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(classes))
     for i, m in enumerate(models):
@@ -152,9 +152,9 @@ def per_class_f1(f1: dict[str, Sequence[float]], classes: Sequence[str]) -> byte
 
 def image_rows(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], columns: int = 16) -> bytes:
     """One row of up to `columns` small 28x28 images per entry: (row title, [(image, caption), ...])."""
-    plt = plots.pyplot()
     n = max(len(rows), 1)
-    fig, axes = plt.subplots(n, columns, figsize=(columns * 0.85, n * 1.15 + 0.2), squeeze=False)
+    fig = plots.figure(figsize=(columns * 0.85, n * 1.15 + 0.2))
+    axes = fig.subplots(n, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for r, (title, images) in enumerate(rows):

@@ -19,7 +19,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+from torchvision.models.detection.rpn import (
+    RegionProposalNetwork,
+    concat_box_prediction_layers,
+)
 from torchvision.ops import roi_align
 
 PRE_NMS_DETECTIONS = 128  # class-boxes per image entering the final NMS

@@ -1,12 +1,11 @@
 """The report's computed sentences: what the study is (`about`) and what it shows (`findings`)."""
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from typing import Any, Sequence
 
 from .formatting import names, pct, ratio, secs, si
-from .results import class_names, pareto_models
+from .results import Analysis, class_names, error_overlaps
 
 
 # --- about the study -------------------------------------------------------------------------------
@@ -51,18 +50,17 @@ def _slices(ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 # --- what it shows ---------------------------------------------------------------------------------
-def findings(rows: Sequence[dict[str, Any]], aggs: Sequence[dict[str, Any]],
-             reps: dict[str, dict[str, Any]]) -> list[str]:
-    """Sentences computed from the rows, their aggregates (most accurate first) and each model's representative
-    run: nothing here is fixed text about a particular model."""
-    done = [a for a in aggs if a["test_accuracy"] is not None]
+def findings(an: Analysis) -> list[str]:
+    """Sentences computed from the analysis (aggregates most accurate first, each model's representative
+    run, error sets): nothing here is fixed text about a particular model."""
+    done = [a for a in an.aggs if a["test_accuracy"] is not None]
     if done:
         out = [_accuracy(done), _time_to_99(done)]
     else:
         out = ["No model finished, so there is nothing to compare yet; the failures are listed below."]
-    out += _training_cost(done) + _size(done) + _inference(done)
-    out += _class_findings(reps) + _disagreement_findings(reps) + _detector_findings(aggs, reps)
-    out += [f"**{r['model']}** (seed {r['seed']}) failed: {r['error']}" for r in rows if r["status"] != "ok"]
+    out += _training_cost(done, an.dominated) + _size(done) + _inference(done)
+    out += _class_findings(an.reps) + _disagreement_findings(an) + _detector_findings(an.aggs, an.reps)
+    out += [f"**{r['model']}** (seed {r['seed']}) failed: {r['error']}" for r in an.rows if r["status"] != "ok"]
     return out
 
 
@@ -101,7 +99,7 @@ def _time_to_99(done: Sequence[dict[str, Any]]) -> str:
     return text + "."
 
 
-def _training_cost(done: Sequence[dict[str, Any]]) -> list[str]:
+def _training_cost(done: Sequence[dict[str, Any]], dominated: dict[str, list[str]]) -> list[str]:
     """Accuracy per training second, and the Pareto front of accuracy against training time."""
     timed = [a for a in done if a["train_seconds"]]
     if len(timed) < 2:
@@ -112,7 +110,6 @@ def _training_cost(done: Sequence[dict[str, Any]]) -> list[str]:
     out = [f"Per second of training, **{rate['model']}** gives the most accuracy "
            f"({pct(rate['test_accuracy'])} in {secs(rate['train_seconds'])} s); {slow['model']} trained "
            f"longest ({secs(slow['train_seconds'])} s, {longer}× as long) for {pct(slow['test_accuracy'])}."]
-    dominated = pareto_models(timed)
     seconds = {a["model"]: a["train_seconds"] for a in timed}
     front = sorted((m for m, by in dominated.items() if not by), key=seconds.get)
     text = f"On the Pareto front of accuracy against training time: {names(front)}"
@@ -182,38 +179,13 @@ def _class_findings(reps: dict[str, dict[str, Any]]) -> list[str]:
 
 
 # --- where the classifiers go wrong ----------------------------------------------------------------
-def classifiers(reps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The representatives whose summaries list misclassified test images (classifiers, not detectors)."""
-    return {m: rep for m, rep in reps.items()
-            if rep["summary"].get("misclassified") is not None and rep["summary"].get("confusion_matrix")}
-
-
-def error_sets(reps: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[int, int]], int]:
-    """Per classifier, {test index: predicted class} of its errors among the first `n` test images, and `n`.
-
-    Summaries list only the first errors (by index) of a model with many, so the comparison covers the
-    test images up to where every model's list is complete.
-    """
-    lists, n = {}, None
-    for model, rep in classifiers(reps).items():
-        s = rep["summary"]
-        mis = s["misclassified"]
-        complete = len(mis) >= s.get("misclassified_count", len(mis))
-        covered = rep["row"]["test_images"] if complete or not mis else mis[-1]["index"] + 1
-        n = covered if n is None else min(n, covered)
-        lists[model] = {m["index"]: m["pred"] for m in mis}
-    if n is None:
-        return {}, 0
-    return {m: {i: p for i, p in errs.items() if i < n} for m, errs in lists.items()}, n
-
-
-def _disagreement_findings(reps: dict[str, dict[str, Any]]) -> list[str]:
+def _disagreement_findings(an: Analysis) -> list[str]:
     """The test images most models get wrong, and the pairs of models with the most and least shared errors."""
-    errs, n = error_sets(reps)
+    errs, n = an.errors, an.errors_n
     if len(errs) < 2 or not n:
         return []
     models = list(errs)
-    where = f"Among the first {n} test images" if n < max(reps[m]["row"]["test_images"] for m in models) \
+    where = f"Among the first {n} test images" if n < max(an.reps[m]["row"]["test_images"] for m in models) \
         else f"Among the {n} test images"
     counts = Counter(i for e in errs.values() for i in e)
     out = []
@@ -224,18 +196,11 @@ def _disagreement_findings(reps: dict[str, dict[str, Any]]) -> list[str]:
         who = "both" if k == len(models) == 2 else f"all {k}" if k == len(models) else f"{k} of {len(models)}"
         out.append(f"{where}, {len(hardest)} are misclassified by {who} models (e.g. {examples}); "
                    f"{sum(1 for c in counts.values() if c == 1)} are missed by only one model.")
-    return out + [_overlap(errs)]
+    return out + [_overlap(error_overlaps(errs))]
 
 
-def _overlap(errs: dict[str, dict[int, int]]) -> str:
+def _overlap(pairs: list[tuple[float, str, str, int, int]]) -> str:
     """Which two models share the most errors (Jaccard), and which two the fewest."""
-    pairs = []
-    for a, b in itertools.combinations(errs, 2):
-        union = set(errs[a]) | set(errs[b])
-        shared = set(errs[a]) & set(errs[b])
-        same = sum(1 for i in shared if errs[a][i] == errs[b][i])
-        pairs.append((len(shared) / len(union) if union else 0.0, a, b, len(shared), same))
-    pairs.sort(reverse=True)
     j, a, b, shared, same = pairs[0]
     text = (f"{a} and {b} make the most similar mistakes: {shared} shared errors, {100 * j:.0f} % of the "
             f"images either gets wrong ({same} of them with the same wrong label)")

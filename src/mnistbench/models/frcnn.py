@@ -10,12 +10,9 @@ detector state dict saved from this model (strict key and shape check) and takes
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -28,12 +25,10 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..errors import UserError
-from ..models import ModelSpec
-from ..models import weights as wts
-from . import batched
+from . import frcnn_heads as heads
+from . import weights as wts
+from .spec import ModelSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_CLASSES = 11  # background + 10 digits
 BACKBONES = ("mobilenet_v3_large_fpn", "resnet50_fpn")
 # torchvision's aspect ratio is height / width: digits are upright and a "1" is up to ~5x taller than wide
@@ -44,19 +39,6 @@ ANCHOR_PER_STRIDE = 1.5  # anchor side = 1.5 x the level's stride: 12 px at stri
 # 8000 scenes from 66 % to 88 %. Proposals come from the coarser levels, where anchors of 12-48 px sit.
 LEVEL_STRIDES = {"mobilenet_v3_large_fpn": (4, 8, 16, 32), "resnet50_fpn": (4, 8, 16, 32, 64)}
 ROI_STRIDE, MIN_RPN_STRIDE = 4, 8
-
-
-@dataclass(frozen=True)
-class SceneOptions:
-    """How scenes are made and how much is evaluated; config keys of the frcnn model."""
-
-    canvas: int
-    max_digits: int
-    scale: tuple[float, float]
-    scenes_per_epoch: int  # 0 = as many scenes as training digits
-    val_digits: int
-    val_scenes: int
-    test_scenes: int
 
 
 def _mobilenet_fpn(*, width_mult: float, fpn_channels: int, state: Mapping | None, source: str | None) -> nn.Module:
@@ -85,6 +67,8 @@ def _resnet50_fpn(*, fpn_channels: int, state: Mapping | None, source: str | Non
 
 BACKBONE_WEIGHTS = {"mobilenet_v3_large_fpn": tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
                     "resnet50_fpn": tvm.ResNet50_Weights.IMAGENET1K_V1}
+# both backbones' ImageNet normalisation, read from torchvision's weights metadata
+MEAN, STD = wts.normalization(BACKBONE_WEIGHTS["resnet50_fpn"])
 
 
 class DigitFasterRCNN(FasterRCNN):
@@ -92,7 +76,7 @@ class DigitFasterRCNN(FasterRCNN):
 
     forward(images (B, 1, S, S) float in [0, 1], targets) returns the loss dict in train mode and a list
     of {"boxes", "labels", "scores"} per image in eval mode, labels 1..10 standing for digits 0..9.
-    targets: torchvision's list of {"boxes": (N_i, 4), "labels": (N_i,)}, or the same as batched.Padded.
+    targets: torchvision's list of {"boxes": (N_i, 4), "labels": (N_i,)}, or the same as heads.Padded.
     Normalisation (grey repeated to 3 channels, ImageNet mean and std) is one broadcast op, and nothing
     is resized: torchvision's GeneralizedRCNNTransform (kept, with min_size = max_size = S, for
     reference) would loop over the images instead. The RPN and box-head steps run through `batched`
@@ -100,7 +84,7 @@ class DigitFasterRCNN(FasterRCNN):
     """
 
     def __init__(self, backbone: nn.Module, *, strides: tuple[int, ...], image_size: int, max_digits: int,
-                 representation_size: int, options: SceneOptions):
+                 representation_size: int):
         names = [str(k) for k in range(len(strides) - 1)] + ["pool"]  # BackboneWithFPN's output keys
         rpn_levels = [n for n, s in zip(names, strides) if s >= MIN_RPN_STRIDE]
         anchors = AnchorGenerator(sizes=tuple((ANCHOR_PER_STRIDE * s,) for s in strides if s >= MIN_RPN_STRIDE),
@@ -111,7 +95,7 @@ class DigitFasterRCNN(FasterRCNN):
         c = backbone.out_channels
         super().__init__(
             backbone, num_classes=None, min_size=image_size, max_size=image_size,
-            image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+            image_mean=list(MEAN), image_std=list(STD),
             rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
             box_head=TwoMLPHead(c * 7 * 7, representation_size),
             box_predictor=FastRCNNPredictor(representation_size, NUM_CLASSES),
@@ -121,13 +105,13 @@ class DigitFasterRCNN(FasterRCNN):
             rpn_batch_size_per_image=64, box_batch_size_per_image=32,
             box_detections_per_img=2 * max_digits)
         self.rpn_levels, self.roi_level = rpn_levels, roi_level
-        self.options, self.weights_source = options, None
+        self.image_size, self.max_digits, self.weights_source = image_size, max_digits, None
         # pixel p in [0, 1] -> (p - mean) / std = p * scale + shift, per output channel
-        self.register_buffer("scale", 1 / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", -(torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1),
+        self.register_buffer("scale", 1 / torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", -(torch.tensor(MEAN) / torch.tensor(STD)).view(1, 3, 1, 1),
                              persistent=False)
 
-    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | batched.Padded | None = None):
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | heads.Padded | None = None):
         if self.training and targets is None:
             raise ValueError("DigitFasterRCNN needs targets in train mode")
         x = images * self.scale + self.shift  # (B, 1, S, S) -> (B, 3, S, S)
@@ -136,38 +120,33 @@ class DigitFasterRCNN(FasterRCNN):
         levels = [features[k] for k in self.rpn_levels]
         # one image's anchors: every canvas has the same size and so the same anchors
         anchors = self.rpn.anchor_generator(ImageList(x[:1], [size]), [f[:1] for f in levels])[0]
-        if self.training and not isinstance(targets, batched.Padded):
-            targets = batched.pad_targets(targets)
-        proposals, rpn_losses = batched.propose(self.rpn, levels, size, anchors, targets if self.training else None)
+        if self.training and not isinstance(targets, heads.Padded):
+            targets = heads.pad_targets(targets)
+        proposals, rpn_losses = heads.propose(self.rpn, levels, size, anchors, targets if self.training else None)
         feature = features[self.roi_level]
         if self.training:
-            return {**batched.box_losses(self.roi_heads, feature, ROI_STRIDE, proposals, targets), **rpn_losses}
-        return batched.to_dicts(*batched.detections(self.roi_heads, feature, ROI_STRIDE, proposals, size))
+            return {**heads.box_losses(self.roi_heads, feature, ROI_STRIDE, proposals, targets), **rpn_losses}
+        return heads.to_dicts(*heads.detections(self.roi_heads, feature, ROI_STRIDE, proposals, size))
 
 
 def build(*, backbone: str = "mobilenet_v3_large_fpn", pretrained: bool = False, weights: str = "",
-          image_size: int = 64, max_digits: int = 4, min_scale: float = 0.75, max_scale: float = 1.15,
-          width_mult: float = 1.0, fpn_channels: int = 64, representation_size: int = 256,
-          scenes_per_epoch: int = 32000, val_digits: int = 0, val_scenes: int = 256,
-          test_scenes: int = 1000) -> DigitFasterRCNN:
-    """Faster R-CNN for `image_size`-px scenes of 1..max_digits digits scaled by min_scale..max_scale.
+          image_size: int = 64, max_digits: int = 4, width_mult: float = 1.0, fpn_channels: int = 64,
+          representation_size: int = 256) -> DigitFasterRCNN:
+    """Faster R-CNN for `image_size`-px scenes of 1..max_digits digits.
 
     backbone: MobileNetV3-Large (FPN on strides 4-16; width_mult scales it) or ResNet50 (torchvision's
     Faster R-CNN layout, FPN on strides 4-32). Batch norm is ordinary and trained everywhere: torchvision
     freezes it for COCO fine-tuning at two images per GPU, our batches hold dozens of canvases.
     pretrained: ImageNet backbone weights (see the module docstring for why not COCO); weights: a
-    detector state dict FILE saved from this model, loaded strictly. The scene and evaluation options
-    (scenes_per_epoch, val_digits, val_scenes, test_scenes) are read by the detection runner.
+    detector state dict FILE saved from this model, loaded strictly. How scenes are made and how many
+    are trained and tested on are the detection task's options (mnistbench.tasks.detect.DetectOptions).
     """
     if backbone not in BACKBONES:
         raise UserError(f"backbone must be one of {', '.join(BACKBONES)}; got {backbone!r}")
-    if not 0 < min_scale <= max_scale or image_size < math.ceil(max_scale * 28):
-        raise UserError(f"need 0 < min_scale <= max_scale and image_size >= max_scale * 28; got "
-                        f"{min_scale}, {max_scale}, {image_size}")
+    if image_size < 28:
+        raise UserError(f"frcnn needs image_size >= 28 (a digit must fit on the canvas); got {image_size}")
     if max_digits < 1 or fpn_channels < 1 or representation_size < 1 or width_mult <= 0:
         raise UserError("max_digits, fpn_channels, representation_size and width_mult must be positive")
-    if min(val_digits, scenes_per_epoch) < 0 or min(val_scenes, test_scenes) < 1:
-        raise UserError("scenes_per_epoch and val_digits (0 = all) must be >= 0, val_scenes and test_scenes >= 1")
     if pretrained and not weights and backbone == BACKBONES[0] and width_mult != 1.0:
         raise UserError("ImageNet weights exist for width_mult=1.0 only; use --set pretrained=false")
     state, source = None, None
@@ -178,23 +157,13 @@ def build(*, backbone: str = "mobilenet_v3_large_fpn", pretrained: bool = False,
         body = _resnet50_fpn(fpn_channels=fpn_channels, state=state, source=source)
     else:
         body = _mobilenet_fpn(width_mult=width_mult, fpn_channels=fpn_channels, state=state, source=source)
-    options = SceneOptions(image_size, max_digits, (min_scale, max_scale), scenes_per_epoch, val_digits,
-                           val_scenes, test_scenes)
     model = DigitFasterRCNN(body, strides=LEVEL_STRIDES[backbone], image_size=image_size, max_digits=max_digits,
-                            representation_size=representation_size, options=options)
+                            representation_size=representation_size)
     if weights:
         source = f"file:{Path(weights).expanduser().resolve()}"
         wts.load_into(model, wts.load_file(weights), source=source)
     model.weights_source = source
     return model
-
-
-def scene_options(model_args: Mapping[str, Any]) -> SceneOptions:
-    """The SceneOptions a config's model arguments give (builder defaults for the keys not set)."""
-    params = inspect.signature(build).parameters
-    a = {name: model_args.get(name, p.default) for name, p in params.items()}
-    return SceneOptions(a["image_size"], a["max_digits"], (a["min_scale"], a["max_scale"]), a["scenes_per_epoch"],
-                        a["val_digits"], a["val_scenes"], a["test_scenes"])
 
 
 SPEC = ModelSpec(
@@ -204,7 +173,7 @@ SPEC = ModelSpec(
     about="Faster R-CNN (torchvision), MobileNetV3-FPN from scratch by default, on multi-digit scenes",
     recipes={
         # CPU (docs/BENCHMARKS.md): 161 s of training, 207 s in all, 97.84 % test accuracy, mAP@0.5 0.990.
-        # An epoch is 32k scenes (builder default). fp32 with channels_last ran as fast as bf16 (280 vs
+        # An epoch is 32k scenes (the task default). fp32 with channels_last ran as fast as bf16 (280 vs
         # 274 ms per step of 32), so fp32.
         "default": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "schedule": "onecycle",
                     "warmup": 0.1, "precision": "fp32"},

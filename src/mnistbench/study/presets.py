@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import FIELDS
-from .errors import UserError
-from .models import get_spec
+from ..config import FIELDS, option_keys
+from ..errors import UserError
+from ..models import get_spec
 
 FALLBACK = "*"  # the entry for models a preset does not name (models registered later)
 
@@ -63,7 +63,7 @@ def preset_overrides(preset: str, model: str) -> dict[str, Any]:
 def accepted(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The part of `overrides` that `model` accepts: config fields, its builder options, its recipes."""
     spec = get_spec(model)
-    keys = set(FIELDS) | set(spec.arg_defaults())
+    keys = set(FIELDS).union(*option_keys(model))
     out = {k: v for k, v in overrides.items() if k in keys and k != "recipe"}
     wanted = overrides.get("recipe", ())
     # a recipe, or a tuple of recipes in order of preference: the first the model has is used

@@ -1,18 +1,27 @@
 """The study report: report.md and a self-contained report.html with figures, from the rows of a study's runs."""
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
-from .findings import about, classifiers, error_sets, findings
+from ..errors import UserError
+from ..fsio import write_bytes
+from ..record import DETECTIONS, status
+from .document import FIGURES, Doc
+from .findings import about, findings
 from .formatting import cell, pct, value
-from .fsio import write_bytes
-from .report_doc import FIGURES, Doc
-from .results import (RESULTS_CSV, RESULTS_JSON, aggregate, class_names, failed_row, pareto_models,
-                      read_json, read_metrics, read_results, representatives, run_row, write_results)
+from .results import (
+    RESULTS_CSV,
+    RESULTS_JSON,
+    Analysis,
+    analyse,
+    classifiers,
+    failed_row,
+    read_results,
+    read_row,
+    write_results,
+)
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 MISTAKES_SHOWN = 16
@@ -32,11 +41,11 @@ def rebuild(study: str | Path) -> list[dict[str, Any]]:
     meta, old = read_results(study)
     rows = []
     for r in old:
-        if r["status"] == "ok" and not (study / r["run_dir"] / "summary.json").exists():
+        if r["status"] == "ok" and status(study / r["run_dir"]) != "finished":
             r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"],
-                           error=f"{r['run_dir']}/summary.json has gone missing since the run finished")
+                           error=f"{r['run_dir']} no longer holds a finished run")
         elif r["status"] == "ok":
-            r = run_row(study, r["run_dir"], preset=r["preset"])
+            r = read_row(study, r["run_dir"], preset=r["preset"])
         rows.append(r)
     write_results(study, meta, rows)
     build_report(study, meta, rows)
@@ -45,32 +54,28 @@ def rebuild(study: str | Path) -> list[dict[str, Any]]:
 
 def build_report(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     """Write figures/, report.md and report.html for the study folder; returns the HTML path."""
-    study = Path(study)
-    aggs = aggregate(rows)
-    reps = representatives(study, rows)
-    dataset = next((r["summary"]["dataset"] for r in reps.values()), meta.get("dataset", "mnist"))
-    models = list(dict.fromkeys(r["model"] for r in rows))  # study order
+    an = analyse(study, meta, rows)
     doc = Doc()
-    title = f"mnistbench study: {', '.join(models)} on {dataset}"
+    title = f"mnistbench study: {', '.join(an.models)} on {an.dataset}"
     doc.h(1, title)
     doc.p(" ".join(about(meta, rows)))
     doc.h(2, "What this run shows")
-    doc.bullets(findings(rows, aggs, reps))
+    doc.bullets(findings(an))
     doc.h(2, "Leaderboard")
-    doc.table(*leaderboard(aggs))
+    doc.table(*leaderboard(an))
     doc.p("Test accuracy, macro-F1 and loss on the test set with the best-validation weights; training seconds "
           "count training steps only; time to 99 % is the training time at the first epoch end with 99 % "
           "validation accuracy; FLOPs are counted by torch.utils.flop_counter for one 28×28 image; ★ marks the "
           "Pareto front of accuracy against training time.")
     doc.h(2, "Settings per model")
     doc.table(*_settings_table(meta, rows))
-    if reps:
-        _figure_sections(doc, study, rows, aggs, reps, models, class_names(dataset))
+    if an.reps:
+        _figure_sections(doc, an)
     doc.h(2, "All runs")
     doc.table(*_runs_table(rows))
     doc.p(f"Every number above is in `{RESULTS_CSV}` and `{RESULTS_JSON}`; each run folder holds its config, "
           "metrics, summary, weights and figures. `mnistbench report DIR` rebuilds this report from the run folders.")
-    return _write(doc, study, title)
+    return _write(doc, Path(study), title)
 
 
 def _write(doc: Doc, study: Path, title: str) -> Path:
@@ -84,10 +89,10 @@ def _write(doc: Doc, study: Path, title: str) -> Path:
 
 
 # --- tables ----------------------------------------------------------------------------------------
-def leaderboard(aggs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def leaderboard(an: Analysis) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the leaderboard: finished models by mean test accuracy."""
+    aggs, front = an.aggs, an.front
     cols = list(LEADERBOARD) + ([("mAP@0.5", "map_50")] if any(a["map_50"] is not None for a in aggs) else [])
-    front = {m for m, by in pareto_models(aggs).items() if not by}
     headers = ["#", "model", "runs ok"] + [h for h, _ in cols] + ["pretrained", "Pareto", "device"]
     rows = []
     for i, a in enumerate(a for a in aggs if a["test_accuracy"] is not None or a["map_50"] is not None):
@@ -127,80 +132,64 @@ def _label(model: str, rep: dict[str, Any]) -> str:
     return f"{model} (seed {rep['row']['seed']})"
 
 
-def _figure_sections(doc: Doc, study: Path, rows: Sequence[dict[str, Any]], aggs: Sequence[dict[str, Any]],
-                     reps: dict[str, dict[str, Any]], models: Sequence[str], classes: Sequence[str]) -> None:
+def _figure_sections(doc: Doc, an: Analysis) -> None:
     """Curves, Pareto scatter, confusion matrices, per-class F1, mistakes and detector scenes."""
-    from . import report_figures as figs
+    from . import figures as figs
 
     doc.h(2, "Training curves")
-    runs = [(r["model"], r["seed"], read_metrics(study / r["run_dir"])) for r in rows if r["status"] == "ok"]
-    doc.figure("curves.png", figs.curves(runs, models), "Every run overlaid: training loss against step and "
+    runs = [(run["row"]["model"], run["row"]["seed"], run["metrics"]) for run in an.runs]
+    doc.figure("curves.png", figs.curves(runs, an.models), "Every run overlaid: training loss against step and "
                "against training seconds, validation accuracy against training seconds.")
-    _pareto_section(doc, aggs, models)
+    _pareto_section(doc, an)
     cms = [(f"{_label(m, rep)}: {pct(rep['summary']['test_accuracy'])}", rep["summary"]["confusion_matrix"])
-           for m, rep in reps.items()
+           for m, rep in an.reps.items()
            if rep["summary"].get("confusion_matrix") and rep["summary"].get("test_accuracy") is not None]
     if cms:
         doc.h(2, "Confusion matrices")
-        doc.figure("confusions.png", figs.confusions(cms, classes), "Confusion matrices (rows: true class, "
+        doc.figure("confusions.png", figs.confusions(cms, an.classes), "Confusion matrices (rows: true class, "
                    "columns: predicted; numbers: errors; log colour scale).")
-    f1 = _mean_f1(rows, study, len(classes))
-    if f1:
+    if an.mean_f1:
         doc.h(2, "Per-class F1")
-        doc.figure("per_class_f1.png", figs.per_class_f1(f1, classes), "Per-class F1 on the test set"
-                   + (" (mean over seeds)." if any(a["ok"] > 1 for a in aggs) else "."))
-    _mistakes_section(doc, reps, classes)
-    for m, rep in reps.items():
-        path = rep["folder"] / "detections.png"
+        doc.figure("per_class_f1.png", figs.per_class_f1(an.mean_f1, an.classes), "Per-class F1 on the test set"
+                   + (" (mean over seeds)." if any(a["ok"] > 1 for a in an.aggs) else "."))
+    _mistakes_section(doc, an)
+    for m, rep in an.reps.items():
+        path = rep["folder"] / DETECTIONS
         if path.exists():
             doc.h(2, f"Detector scenes: {m}")
             doc.figure(f"detections-{m}.png", path.read_bytes(),
                        f"{_label(m, rep)}: detections on test scenes, from its run folder.")
 
 
-def _pareto_section(doc: Doc, aggs: Sequence[dict[str, Any]], models: Sequence[str]) -> None:
-    from . import report_figures as figs
+def _pareto_section(doc: Doc, an: Analysis) -> None:
+    from . import figures as figs
 
-    timed = [a for a in aggs if a["test_accuracy"] is not None and a["train_seconds"]]
+    timed = [a for a in an.aggs if a["model"] in an.dominated]
     if not timed:
         return
-    dominated = pareto_models(timed)
     points = [{"model": a["model"], "seconds": a["train_seconds"], "accuracy": a["test_accuracy"],
                "seconds_std": a["train_seconds_std"], "accuracy_std": a["test_accuracy_std"],
-               "front": not dominated[a["model"]]} for a in timed]
+               "front": a["model"] in an.front} for a in timed]
     doc.h(2, "Accuracy against training time")
-    doc.figure("pareto.png", figs.pareto(points, models), "Test accuracy against training seconds "
+    doc.figure("pareto.png", figs.pareto(points, an.models), "Test accuracy against training seconds "
                "(mean ± std over seeds); stars and the dashed line: the Pareto front.")
 
 
-def _mean_f1(rows: Sequence[dict[str, Any]], study: Path, n_classes: int) -> dict[str, list[float]]:
-    """Per model, each class's F1 averaged over its finished seeds."""
-    per_model: dict[str, list[list[float]]] = {}
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        per = read_json(study / r["run_dir"] / "summary.json").get("per_class")
-        if per and len(per) == n_classes:
-            per_model.setdefault(r["model"], []).append([p["f1"] for p in per])
-    return {m: [statistics.fmean(c) for c in zip(*v)] for m, v in per_model.items()}
-
-
 def _test_images(rep: dict[str, Any]):
-    """The test images of a representative run's data set, or the reason they cannot be loaded."""
-    from .data.datasets import load_arrays
+    """The test images of a representative run's data set (that one file, verified), or why they cannot load."""
+    from ..data.datasets import load_test_images
 
     try:
-        return load_arrays(rep["summary"]["dataset"], rep["config"].get("data_dir") or None,
-                           allow_download=False)[2], None
+        return load_test_images(rep["summary"]["dataset"], rep["config"].get("data_dir") or None), None
     except (UserError, OSError) as e:
         return None, str(e)
 
 
-def _mistakes_section(doc: Doc, reps: dict[str, dict[str, Any]], classes: Sequence[str]) -> None:
+def _mistakes_section(doc: Doc, an: Analysis) -> None:
     """Grids of misclassified test digits per model and of those most models miss; the shared-error table."""
-    from . import report_figures as figs
+    from . import figures as figs
 
-    wrong = classifiers(reps)
+    wrong, classes = classifiers(an.reps), an.classes
     if not wrong:
         return
     doc.h(2, "Test digits the models get wrong")
@@ -216,7 +205,7 @@ def _mistakes_section(doc: Doc, reps: dict[str, dict[str, Any]], classes: Sequen
                      [(images[e["index"]], f"{classes[e['true']][:5]}→{classes[e['pred']][:5]}") for e in mis]))
     doc.figure("mistakes.png", figs.image_rows(rows, MISTAKES_SHOWN),
                "Misclassified test digits per model, in test-set order; captions: true→predicted.")
-    errs, n = error_sets(wrong)
+    errs, n = an.errors, an.errors_n
     if len(errs) < 2:
         return
     counts = Counter(i for e in errs.values() for i in e)

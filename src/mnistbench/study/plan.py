@@ -1,0 +1,119 @@
+"""The plan of a study: which model × seed runs, with which config, in which folder, and what is already done."""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import Config, resolve
+from ..errors import UserError
+from ..models import get_spec, list_models
+from ..record import read_config, status
+from . import presets
+
+RUNS = "runs"
+# Set by compare itself, per run; the study's own flags choose them.
+RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
+# Config fields that do not change a result: a finished run with other values still counts as done.
+NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model × seed of the study: its resolved config and its run folder (relative to the study)."""
+
+    model: str
+    seed: int
+    cfg: Config
+    run_dir: str
+    settings: dict[str, Any]  # what the preset and --set chose for this model (for the report)
+
+
+def default_out(preset: str) -> Path:
+    """runs/compare-<preset>: a fixed name, so running the same command again resumes the study."""
+    return Path("runs") / f"compare-{preset}"
+
+
+def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(first seed, per-model --set overrides): each key goes to the models that accept it."""
+    overrides = dict(overrides)
+    for key, flag in RESERVED.items():
+        if key in overrides:
+            raise UserError(f"--set {key}=... is chosen per run by compare; use {flag} instead")
+    base_seed = int(overrides.pop("seed", 0))
+    per_model = {m: presets.accepted(m, overrides) for m in models}
+    unused = sorted(k for k in overrides if not any(k in per for per in per_model.values()))
+    if unused:
+        raise UserError(f"--set {', '.join(unused)}: no model in this study takes "
+                        f"{'this key' if len(unused) == 1 else 'these keys'} (models: {', '.join(models)}); "
+                        "see `mnistbench models` for each model's options")
+    return base_seed, per_model
+
+
+def plan(models: Sequence[str], preset: str, seeds: int, overrides: Mapping[str, Any], *,
+         data_dir: str = "", device: str = "auto", quiet: bool = False, out: Path = Path(".")) -> list[Job]:
+    """Every job in run order: seed by seed, each seed running every model (a full first comparison early).
+
+    Every config is resolved here, once: a bad value is one clear error before any work.
+    """
+    base_seed, per_model = user_overrides(models, overrides)
+    jobs = []
+    for seed in range(base_seed, base_seed + seeds):
+        for m in models:
+            run_dir = f"{RUNS}/{m}-seed{seed}"
+            settings = {**presets.preset_overrides(preset, m), **per_model[m]}
+            o = {**settings, "model": m, "seed": seed, "data_dir": data_dir, "device": device, "quiet": quiet,
+                 "out": str(out / run_dir)}
+            jobs.append(Job(m, seed, resolve(o), run_dir, settings))
+    return jobs
+
+
+def decisive_settings(config: Mapping[str, Any]) -> str:
+    """The config of a run as canonical JSON, without the fields that do not change its result."""
+    d = {k: v for k, v in config.items() if k not in NOT_DECISIVE}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str:
+    """'done' (finished with this config), 'resume' (interrupted with this config) or 'fresh'."""
+    found = status(folder)
+    if found == "none":
+        return "fresh"
+    try:
+        saved = read_config(folder)
+    except UserError:
+        return "fresh"
+    if decisive_settings(saved) != decisive_settings(json.loads(json.dumps(cfg.to_dict()))):
+        return "fresh"
+    if previous is not None and previous["status"] != "ok":
+        return "fresh"  # failed rows are retried from scratch
+    return "done" if found == "finished" else "resume"
+
+
+def rerun_command(models: Sequence[str], preset: str, seeds: int, out: Path, data_dir: str, device: str,
+                  overrides: Mapping[str, Any], quiet: bool) -> str:
+    """The command line that continues (or reproduces) this study."""
+    args = ["mnistbench", "compare", "--models", ",".join(models), "--preset", preset, "--seeds", str(seeds),
+            "--out", str(out)]
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    if device != "auto":
+        args += ["--device", device]
+    for k, v in overrides.items():
+        args += ["--set", f"{k}={v}"]
+    return shlex.join(args + (["--quiet"] if quiet else []))
+
+
+def check_models(models: Sequence[str] | None, seeds: int, preset: str) -> list[str]:
+    """The study's model list (default: all registered), checked with the seeds and preset before any work."""
+    models = list(models or list_models())
+    for m in models:
+        get_spec(m)
+    if len(set(models)) != len(models):
+        raise UserError(f"--models lists a model twice: {','.join(models)}")
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: need at least 1")
+    presets.preset_overrides(preset, models[0])  # an unknown preset fails here, before any work
+    return models
