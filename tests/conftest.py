@@ -15,6 +15,24 @@ TINY = {"train_limit": 512, "test_limit": 256, "val_size": 256, "epochs": 1, "ba
         "inference_benchmark": False, "quiet": True, "log_every": 2}
 
 
+SMALL = {k: v for k, v in TINY.items() if k != "quiet"}  # compare sets quiet itself
+# The models of the small study, shrunk: cnn 8 wide, a one-block ViT
+STUDY_SETS = {**SMALL, "width": 8, "dim": 16, "depth": 1, "heads": 2}
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory) -> Path:
+    """A real study through the command line: cnn and vit, tiny, two seeds each, on slices of the real data."""
+    from mnistbench.cli import main
+
+    out = tmp_path_factory.mktemp("compare") / "study"
+    sets = [a for k, v in STUDY_SETS.items() for a in ("--set", f"{k}={v}")]
+    rc = main(["compare", "--models", "cnn,vit", "--seeds", "2", "--out", str(out), "--data-dir", str(DATA),
+               "--quiet", *sets])
+    assert rc == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real MNIST / Fashion-MNIST folder; its absence is a failure, not a skip."""

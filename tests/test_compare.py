@@ -1,18 +1,16 @@
-"""`mnistbench compare` and `report` on tiny slices of the real data: files, rows, failures, resume, the HTML."""
+"""`mnistbench compare` on tiny slices of the real data: files, rows, failures, resume, settings per model."""
 from __future__ import annotations
 
 import csv
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import SMALL, STUDY_SETS
 from torch import nn
 
 import mnistbench.train
@@ -25,9 +23,6 @@ from mnistbench.study import presets
 from mnistbench.study.compare import compare
 from mnistbench.study.plan import run_state
 from mnistbench.study.results import COLUMNS
-
-SMALL = {k: v for k, v in TINY.items() if k != "quiet"}  # compare sets quiet itself
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def build_mlp(*, hidden: int = 16) -> nn.Module:
@@ -49,28 +44,22 @@ def _sets(**extra) -> list[str]:
     return [a for k, v in {**SMALL, **extra}.items() for a in ("--set", f"{k}={v}")]
 
 
+@pytest.fixture
+def study(small_study: Path) -> Path:
+    """The session's small real study (conftest.small_study): cnn and vit, two seeds each."""
+    return small_study
+
+
 def _rows(study: Path) -> list[dict[str, str]]:
     with open(study / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir) -> Path:
-    """cnn and the tiny MLP, two seeds each, through the command line."""
-    out = tmp_path_factory.mktemp("compare") / "study"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(models.MODELS, "mlp", MLP)
-        rc = main(["compare", "--models", "cnn,mlp", "--seeds", "2", "--out", str(out), "--data-dir", str(data_dir),
-                   "--quiet", *_sets(width=8)])
-    assert rc == 0
-    return out
 
 
 def test_compare_writes_every_file_and_one_row_per_model_and_seed(study):
     for name in ("results.csv", "results.json", "report.md", "report.html"):
         assert (study / name).stat().st_size > 0, name
     rows = _rows(study)
-    assert [(r["model"], r["seed"]) for r in rows] == [("cnn", "0"), ("mlp", "0"), ("cnn", "1"), ("mlp", "1")]
+    assert [(r["model"], r["seed"]) for r in rows] == [("cnn", "0"), ("vit", "0"), ("cnn", "1"), ("vit", "1")]
     assert tuple(rows[0]) == COLUMNS
     for r in rows:
         assert r["status"] == "ok" and r["error"] == "" and r["preset"] == "quick"
@@ -79,85 +68,21 @@ def test_compare_writes_every_file_and_one_row_per_model_and_seed(study):
         assert int(r["params"]) > 0 and int(r["flops_per_image"]) > 0 and r["pretrained"] == "false"
         assert (study / r["run_dir"] / "summary.json").exists() and r["run_dir"] == f"runs/{r['model']}-seed{r['seed']}"
     doc = json.loads((study / "results.json").read_text())
-    assert [(r["model"], r["seed"]) for r in doc["rows"]] == [("cnn", 0), ("mlp", 0), ("cnn", 1), ("mlp", 1)]
+    assert [(r["model"], r["seed"]) for r in doc["rows"]] == [("cnn", 0), ("vit", 0), ("cnn", 1), ("vit", 1)]
     assert doc["study"]["preset"] == "quick" and doc["study"]["seeds"] == [0, 1]
     # same data split and seeds for every model: identical slices, seed k in run k of every model
     for r in doc["rows"]:
         cfg = json.loads((study / r["run_dir"] / "config.json").read_text())["config"]
         assert cfg["seed"] == r["seed"] and cfg["val_size"] == SMALL["val_size"]
-        assert cfg["model_args"] == ({"width": 8, "dropout": 0.1} if r["model"] == "cnn" else {"hidden": 16})
-
-
-def test_report_has_leaderboard_with_spread_findings_and_figures(study):
-    md = (study / "report.md").read_text()
-    assert "Preset **quick**" in md and "sliced" in md
-    assert "## What this run shows" in md and "most accurate" in md
-    board = md.split("## Leaderboard")[1].split("\n\n")[1].splitlines()
-    assert board[0].startswith("| # | model |") and len(board) == 2 + 2
-    assert all("±" in line and "2/2" in line for line in board[2:])
-    accuracies = [float(line.split("|")[4].split("±")[0]) for line in board[2:]]
-    assert accuracies == sorted(accuracies, reverse=True)
-    for link in re.findall(r"\]\((figures/[^)]+)\)", md):
-        assert (study / link).read_bytes()[:4] == b"\x89PNG", link
-    assert {"figures/curves.png", "figures/pareto.png", "figures/confusions.png", "figures/per_class_f1.png",
-            "figures/mistakes.png"} <= set(re.findall(r"\]\((figures/[^)]+)\)", md))
-
-
-def test_report_html_is_self_contained(study):
-    page = (study / "report.html").read_text()
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
-    assert "<link" not in page and "@import" not in page and "url(" not in page
-    srcs = re.findall(r'<img src="([^"]*)"', page)
-    assert len(srcs) >= 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
-
-
-def _images_loaded(page: Path, tmp: Path) -> tuple[int, int]:
-    """(images, images that failed to load) of `page` rendered in headless Chromium."""
-    probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-             "document.body.setAttribute('data-check',im.length+'/'+"
-             "im.filter(i=>!i.complete||i.naturalWidth===0).length);});</script>")
-    checked = tmp / f"checked-{page.name}"
-    checked.write_text(page.read_text().replace("</body>", probe + "</body>"))
-    proc = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}",
-                           "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
-                          capture_output=True, text=True, timeout=120)
-    found = re.search(r'data-check="(\d+)/(\d+)"', proc.stdout)
-    assert found, f"no result from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    return int(found[1]), int(found[2])
-
-
-@pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
-                    reason="needs /usr/bin/chromium (apt-get install chromium); required when CI=true")
-def test_report_html_images_all_load_in_chromium(study, tmp_path):
-    assert CHROMIUM.exists(), "CI=true but /usr/bin/chromium is missing: apt-get install chromium"
-    total, broken = _images_loaded(study / "report.html", tmp_path)
-    assert total >= 5 and broken == 0
-    # the probe itself must see a broken image
-    bad = tmp_path / "bad.html"
-    bad.write_text((study / "report.html").read_text().replace("</body>", '<img src="data:image/png;base64,AAAA">'
-                                                                          "</body>"))
-    assert _images_loaded(bad, tmp_path) == (total + 1, 1)
-
-
-def test_report_command_rebuilds_identical_tables(study, capsys):
-    before = {name: (study / name).read_bytes() for name in ("results.csv", "results.json", "report.md")}
-    os.utime(study / "results.csv", (0, 0))
-    assert main(["report", str(study)]) == 0
-    assert "4 of 4 runs finished" in capsys.readouterr().out
-    assert (study / "results.csv").stat().st_mtime > 0  # really rewritten
-    for name, data in before.items():
-        assert (study / name).read_bytes() == data, name
+        assert cfg["model_args"]["width" if r["model"] == "cnn" else "dim"] == STUDY_SETS["width" if r["model"] == "cnn" else "dim"]
 
 
 def test_rerun_skips_finished_runs(study, data_dir, monkeypatch):
-    monkeypatch.setitem(models.MODELS, "mlp", MLP)
     calls = []
     monkeypatch.setattr(mnistbench.train, "train", lambda cfg, **kw: calls.append(cfg.model))
     before = _rows(study)
-    rows = compare(["cnn", "mlp"], seeds=2, out=study, data_dir=str(data_dir), quiet=True,
-                   overrides={**SMALL, "width": 8}, build_report=False, log=None)
+    rows = compare(["cnn", "vit"], seeds=2, out=study, data_dir=str(data_dir), quiet=True,
+                   overrides=STUDY_SETS, build_report=False, log=None)
     assert calls == [] and [r["status"] for r in rows] == ["ok"] * 4
     assert _rows(study) == before
 
@@ -295,6 +220,3 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
     assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
 
 
-def test_report_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "not a folder" in capsys.readouterr().err
