@@ -7,8 +7,8 @@ import pytest
 
 from mnistbench.cli import main
 
-ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "model.pt", "checkpoint.pt", "curves.png",
-             "confusion.png")
+ARTIFACTS = ("config.json", "metrics.jsonl", "summary.json", "predictions.json", "model.pt", "checkpoint.pt",
+             "curves.png", "confusion.png")
 SUMMARY_KEYS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss", "per_class", "confusion_matrix",
                 "train_seconds", "time_to_accuracy", "epochs_completed", "params", "device",
                 "inference_ms_per_image", "inference_images_per_second", "flops_per_image", "peak_memory_mb")
@@ -42,6 +42,12 @@ def test_run_writes_every_artifact(run_dir):
     assert sum(map(sum, s["confusion_matrix"])) == 300
     assert set(s["time_to_accuracy"]) == {"0.98", "0.99", "0.995"}
     assert s["inference_ms_per_image"] > 0 and s["inference_images_per_second"] > 0
+    # every scored test image's prediction, in its own file, consistent with the summary
+    p = json.loads((run_dir / "predictions.json").read_text())
+    assert len(p["index"]) == len(p["target"]) == len(p["pred"]) == 300 and "predictions" not in s
+    correct = sum(t == q for t, q in zip(p["target"], p["pred"]))
+    assert correct / 300 == pytest.approx(s["test_accuracy"]) and 300 - correct == s["misclassified_count"]
+    assert {m["index"] for m in s["misclassified"]} <= set(p["index"])
 
 
 def test_config_and_metrics_records(run_dir):

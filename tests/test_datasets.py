@@ -70,3 +70,14 @@ def test_validation_split_is_seeded_and_disjoint(data_dir):
 def test_fashion_mnist_loads(data_dir):
     s = load_splits("fashion-mnist", data_dir, test_limit=100)
     assert s.info.classes[9] == "Ankle boot" and len(s.test_x) == 100
+
+
+def test_test_limit_is_a_fixed_random_sample_the_same_for_every_seed(data_dir):
+    a = load_splits("mnist", data_dir, val_size=100, seed=0, test_limit=500)
+    b = load_splits("mnist", data_dir, val_size=100, seed=7, test_limit=500)
+    full = load_splits("mnist", data_dir, val_size=100, seed=0)
+    assert torch.equal(a.test_index, b.test_index) and torch.equal(a.test_x, b.test_x)
+    assert len(a.test_index) == 500 and a.test_index.unique().numel() == 500
+    assert a.test_index.max() > 5000  # not the first images: those are harder than the rest
+    assert torch.equal(a.test_x, full.test_x[a.test_index]) and torch.equal(a.test_y, full.test_y[a.test_index])
+    assert torch.equal(full.test_index, torch.arange(10_000))

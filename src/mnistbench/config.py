@@ -54,7 +54,7 @@ class Config:
     deterministic: bool = False       # torch.use_deterministic_algorithms; exact resume on CPU
     val_size: int = 5000              # held out of the training set for model selection
     train_limit: int = 0              # use only this many training images (0 = all)
-    test_limit: int = 0               # use only the first N test images (0 = all)
+    test_limit: int = 0               # score on a fixed random sample of N test images (0 = all)
     target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
     log_every: int = 50               # training steps per logged loss
     checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)

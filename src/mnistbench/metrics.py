@@ -36,10 +36,14 @@ def classification_report(preds: torch.Tensor, target: torch.Tensor, num_classes
     }
 
 
-def misclassified(preds: torch.Tensor, target: torch.Tensor, limit: int = 200) -> tuple[list[dict[str, int]], int]:
-    """The first `limit` wrong test images as {index, true, pred}, and how many are wrong in all."""
+def misclassified(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None,
+                  limit: int = 200) -> tuple[list[dict[str, int]], int]:
+    """The first `limit` wrong images as {index, true, pred}, and how many are wrong in all; `index` maps
+    positions to the images' places in the official test set."""
+    preds, target = preds.cpu(), target.cpu()
     wrong = (preds != target).nonzero().flatten()
-    return ([{"index": int(i), "true": int(target[i]), "pred": int(preds[i])} for i in wrong[:limit].tolist()],
+    where = index.cpu() if index is not None else torch.arange(len(target))
+    return ([{"index": int(where[i]), "true": int(target[i]), "pred": int(preds[i])} for i in wrong[:limit].tolist()],
             len(wrong))
 
 

@@ -18,6 +18,7 @@ METRICS = "metrics.jsonl"       # one JSON line per logged training step and per
 SUMMARY = "summary.json"        # test metrics, timings and costs; written last: its presence means "finished"
 MODEL = "model.pt"              # the selected (best-validation) weights, a plain state dict
 CHECKPOINT = "checkpoint.pt"    # the full training state, for --resume
+PREDICTIONS = "predictions.json"  # every scored test image: its index in the official test set, label, prediction
 ERROR = "error.txt"             # the traceback of a run that failed inside a study
 CURVES, CONFUSION, DETECTIONS = "curves.png", "confusion.png", "detections.png"
 
@@ -72,6 +73,12 @@ def read_metrics(folder: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_predictions(folder: str | os.PathLike) -> dict[str, list[int]] | None:
+    """A finished run's predictions.json ({"index", "target", "pred"}), or None for a run without one."""
+    path = Path(folder) / PREDICTIONS
+    return read_json(path, "finished run folder") if path.exists() else None
+
+
 def status(folder: str | os.PathLike) -> str:
     """'finished' (a summary newer than its config), 'interrupted' (a checkpoint, no summary) or 'none'."""
     folder = Path(folder)
@@ -110,6 +117,11 @@ class RunRecord:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json, the last file of a finished run."""
         write_json(self.folder / SUMMARY, summary)
+
+    def write_predictions(self, index: list[int], target: list[int], pred: list[int]) -> None:
+        """predictions.json: per scored test image, its official test-set index, true and predicted class (-1 =
+        none: a detector found no digit). Paired tests between models read these."""
+        write_json(self.folder / PREDICTIONS, {"index": index, "target": target, "pred": pred})
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line with a single write(2), so a crash never leaves half a line."""

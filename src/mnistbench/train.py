@@ -81,7 +81,9 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
         e.run_dir = run.folder
         raise
     checkpoint.save(run.path(MODEL), model.state_dict())
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **task.test(model, run)}
+    tested = task.test(model, run)
+    run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, len(splits.train_x)))
     summary.update(_costs(model, rt))
     summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
@@ -142,4 +144,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str 
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
         raise UserError(f"{run_dir}/{MODEL} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
-    return make_task(cfg, splits, rt).test(model)
+    tested = make_task(cfg, splits, rt).test(model)
+    tested.pop("predictions")
+    return tested

@@ -105,9 +105,18 @@ def resolve_files(name: str, data_dir=None, *, allow_download: bool = True) -> l
     return paths
 
 
+# The seed of the test sample a test_limit takes: fixed, so every model and seed of a study is scored on
+# the same test images, and independent of the run seed.
+TEST_SAMPLE_SEED = 20_251_129
+
+
 @dataclass(frozen=True)
 class Splits:
-    """uint8 images (N, 28, 28) and int64 labels (N,), all on one device."""
+    """uint8 images (N, 28, 28) and int64 labels (N,), all on one device.
+
+    test_index (N_test,) holds the position of each test image in the official test set (all of them,
+    in order, unless a test_limit drew a sample).
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -116,6 +125,7 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     info: DatasetInfo
+    test_index: torch.Tensor | None = None
 
 
 def load_arrays(name: str, data_dir=None, *, allow_download: bool = True) -> tuple[np.ndarray, ...]:
@@ -140,7 +150,8 @@ def load_splits(name: str, data_dir=None, *, device="cpu", val_size: int = 5000,
                 train_limit: int = 0, test_limit: int = 0, allow_download: bool = True) -> Splits:
     """Load a data set, hold out a seeded validation split of the training set, move all to `device`.
 
-    `train_limit` / `test_limit` (0 = all) take seeded / leading slices for quick runs and tests.
+    `train_limit` (0 = all) keeps the first images of the seeded training order; `test_limit` (0 = all)
+    takes a random sample of the official test set drawn with TEST_SAMPLE_SEED, the same for every run.
     """
     train_x, train_y, test_x, test_y = load_arrays(name, data_dir, allow_download=allow_download)
     info = get_info(name)
@@ -151,13 +162,16 @@ def load_splits(name: str, data_dir=None, *, device="cpu", val_size: int = 5000,
     val_idx, train_idx = order[:val_size], order[val_size:]
     if train_limit:
         train_idx = train_idx[:train_limit]
+    test_idx = np.arange(len(test_x))
     if test_limit:
-        test_x, test_y = test_x[:test_limit], test_y[:test_limit]
+        sample = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(TEST_SAMPLE_SEED))
+        test_idx = np.sort(sample[:test_limit].numpy())
+        test_x, test_y = test_x[test_idx], test_y[test_idx]
 
     def to(a: np.ndarray, dtype=torch.uint8) -> torch.Tensor:
         return torch.from_numpy(np.array(a)).to(device=device, dtype=dtype)
 
     return Splits(to(train_x[train_idx]), to(train_y[train_idx], torch.int64),
                   to(train_x[val_idx]), to(train_y[val_idx], torch.int64),
-                  to(test_x), to(test_y, torch.int64), info)
+                  to(test_x), to(test_y, torch.int64), info, torch.from_numpy(test_idx))
 

@@ -69,7 +69,8 @@ class ClassifyTask:
                 "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
 
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
-        """Test metrics, FLOPs per image and (when configured) inference speed."""
+        """Test metrics, FLOPs per image and (when configured) inference speed; "predictions" holds the
+        predicted class of every test image (train() writes them to their own file)."""
         out = test_metrics(model, self.splits, rt=self.rt, batch_size=self.cfg.eval_batch_size)
         out["flops_per_image"] = flops_per_image(model, self.rt.device)
         if self.cfg.inference_benchmark:
@@ -96,10 +97,10 @@ def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: i
     logits = predict(model, splits.test_x, rt=rt, batch_size=batch_size)
     preds = logits.argmax(1)
     report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
-    wrong, wrong_count = misclassified(preds, splits.test_y)
+    wrong, wrong_count = misclassified(preds, splits.test_y, splits.test_index)
     return {
         "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
         "test_loss": F.cross_entropy(logits, splits.test_y).item(),
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-        "misclassified": wrong, "misclassified_count": wrong_count,
+        "misclassified": wrong, "misclassified_count": wrong_count, "predictions": preds.cpu(),
     }

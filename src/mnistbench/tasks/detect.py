@@ -108,7 +108,8 @@ class DetectTask:
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
         """Classification by detection on every test digit; mAP, loss and speed on test_scenes scenes of test
         digits; detections.png in the run folder when `run` is given."""
-        out = classification_metrics(self.classify_digits(model, self.splits.test_x), self.splits.test_y)
+        out = classification_metrics(self.classify_digits(model, self.splits.test_x), self.splits.test_y,
+                                     self.splits.test_index)
         scenes = self.scenes(digit_pool(self.splits.test_x, self.splits.test_y), self.opts.test_scenes, TEST_SEED)
         self.detect(model, scenes.images[:self.cfg.eval_batch_size])  # warm-up, not timed
         self.rt.sync()
@@ -200,7 +201,8 @@ def top_labels(detections: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     return torch.where(best >= 0, top, -1)
 
 
-def classification_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+def classification_metrics(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None
+                           ) -> dict[str, Any]:
     """The classifier's test keys for detector predictions; a digit without a box counts as wrong.
 
     Such a digit enters accuracy, F1 and the confusion matrix as the class (target + 1) % 10, a
@@ -210,9 +212,10 @@ def classification_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[st
     missing = preds < 0
     counted = torch.where(missing, (target + 1) % 10, preds)
     report = classification_report(counted, target, num_classes=10)
-    wrong, wrong_count = misclassified(preds, target)
+    wrong, wrong_count = misclassified(preds, target, index)
     return {
         "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
         "misclassified": wrong, "misclassified_count": wrong_count, "no_detection_count": int(missing.sum()),
+        "predictions": preds.cpu(),
     }
