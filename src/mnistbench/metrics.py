@@ -1,7 +1,9 @@
-"""Metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix; detection mAP."""
+"""Metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix; detection mAP;
+and the exact statistics that compare runs: Wilson intervals, McNemar tests, Holm's correction."""
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import torch
 
@@ -75,3 +77,60 @@ def detection_metrics(preds: list[dict[str, torch.Tensor]], targets: list[dict[s
         if thresholds is None:
             out["map"], out["map_50"], out["map_75"] = float(r["map"]), float(r["map_50"]), float(r["map_75"])
     return out
+
+
+# --- statistics for comparing runs (exact, no scipy) ---------------------------------------------
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile: two-sided 95 %
+
+
+def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy `correct / total` (95 % by default); (0, 1) when total is 0.
+
+    Unlike p ± z·se it stays inside [0, 1] and keeps its coverage near 0 % and 100 %.
+    """
+    if total <= 0:
+        return 0.0, 1.0
+    p, z2 = correct / total, z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z / (1 + z2 / total) * (p * (1 - p) / total + z2 / (4 * total * total)) ** 0.5
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Bin(n, 1/2), exactly: integer binomial sums, one division at the end."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n  # int / int rounds once, even for huge n
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts of two classifiers on the same images.
+
+    b: images A gets right and B wrong; c: the reverse. Under "equally accurate" each discordant image is
+    a fair coin, so p = min(1, 2 P(X <= min(b, c))) for X ~ Bin(b + c, 1/2); no discordance gives 1.
+    """
+    return min(1.0, 2 * binomial_cdf_half(min(b, c), b + c)) if b + c else 1.0
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (same order as given), controlling the
+    family-wise error rate: the i-th smallest (from 0) becomes max over j <= i of min(1, (m - j) p_(j))."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def discordant(target: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int]) -> tuple[int, int]:
+    """(b, c) of two classifiers' predictions on the same images: b = A right and B wrong, c = A wrong and
+    B right (a prediction of -1, "nothing found", is wrong)."""
+    b = c = 0
+    for t, a, o in zip(target, pred_a, pred_b, strict=True):
+        b += a == t and o != t
+        c += a != t and o == t
+    return b, c
