@@ -179,7 +179,15 @@ def test_classification_by_detection_counts_missing_boxes_as_wrong():
     r = classification_metrics(preds, torch.tensor([7, 2, 5]))
     assert r["test_accuracy"] == pytest.approx(1 / 3) and r["no_detection_count"] == 1
     assert r["misclassified_count"] == 2 and r["misclassified"][0] == {"index": 1, "true": 2, "pred": -1}
-    assert r["confusion_matrix"][2][3] == 1  # the missing box counted as the wrong class (2 + 1) % 10
+    # the missing box is in its own "none" column (10 rows x 11 columns), charged to no digit class
+    cm = r["confusion_matrix"]
+    assert len(cm) == 10 and {len(row) for row in cm} == {11} and r["confusion_columns"][-1] == "none"
+    assert cm[2][10] == 1 and cm[7][7] == 1 and cm[5][0] == 1 and sum(map(sum, cm)) == 3
+    assert sum(row[3] for row in cm) == 0  # no fake prediction of class (2 + 1) % 10
+    per = {p["class"]: p for p in r["per_class"]}
+    assert len(per) == 10 and per[2]["recall"] == 0 and per[3]["precision"] == 0 and per[7]["f1"] == 1
+    # macro-F1 over the ten digits: only 7 has F1 1 (0 was predicted once, wrongly: F1 0)
+    assert r["test_macro_f1"] == pytest.approx(0.1)
     none = [{"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([])}] * 2
     assert top_labels(none).tolist() == [-1, -1]
 
@@ -250,11 +258,16 @@ def test_cli_train_and_evaluate(tmp_path, data_dir, capsys):
     for name in ("summary.json", "model.pt", "detections.png", "confusion.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     s = json.loads((out / "summary.json").read_text())
-    for key in ("test_accuracy", "test_macro_f1", "test_loss", "per_class", "confusion_matrix", "misclassified",
-                "misclassified_count", "no_detection_count", "map", "map_50", "per_class_ap",
-                "inference_images_per_second", "inference_ms_per_image", "weights_source"):
+    for key in ("test_accuracy", "test_macro_f1", "test_detection_loss", "per_class", "confusion_matrix",
+                "misclassified", "misclassified_count", "no_detection_count", "map", "map_50", "per_class_ap",
+                "inference_scenes_per_second", "inference_ms_per_scene", "weights_source"):
         assert key in s, key
+    # the detector's loss and speed are in its own units, never under the classifiers' keys
+    assert not {"test_loss", "inference_images_per_second", "inference_ms_per_image"} & set(s)
     assert sum(map(sum, s["confusion_matrix"])) == 64 and 0 <= s["map_50"] <= 1
+    assert len(s["confusion_matrix"]) == 10 and len(s["confusion_matrix"][0]) == 11
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds["index"]) == len(preds["pred"]) == 64 and min(preds["pred"]) >= -1
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data-dir", str(data_dir)]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -106,8 +106,8 @@ class DetectTask:
                 "val_map_50": detection_metrics(dets, box_lists(self.val_scenes))["map_50"]}
 
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
-        """Classification by detection on every test digit; mAP, loss and speed on test_scenes scenes of test
-        digits; detections.png in the run folder when `run` is given."""
+        """Classification by detection on every test digit (the classifiers' test images); mAP, loss and speed
+        (per scene) on test_scenes scenes of test digits; detections.png in the run folder when `run` is given."""
         out = classification_metrics(self.classify_digits(model, self.splits.test_x), self.splits.test_y,
                                      self.splits.test_index)
         scenes = self.scenes(digit_pool(self.splits.test_x, self.splits.test_y), self.opts.test_scenes, TEST_SEED)
@@ -118,11 +118,13 @@ class DetectTask:
         self.rt.sync()
         seconds = time.perf_counter() - t0
         out.update(detection_metrics(dets, box_lists(scenes)))
-        out["test_loss"] = self.detection_loss(model, scenes)
+        # in the detector's own units: its loss is the sum of the four Faster R-CNN losses, not a
+        # cross-entropy, and its speed is per scene (a canvas of several digits), not per 28×28 image
+        out["test_detection_loss"] = self.detection_loss(model, scenes)
         out.update({"test_scenes": len(scenes), "test_digits_in_scenes": int(scenes.valid.sum()),
-                    "inference_images_per_second": len(scenes) / seconds,
+                    "inference_scenes_per_second": len(scenes) / seconds,
                     "inference_batch": min(self.cfg.eval_batch_size, len(scenes)),
-                    "inference_ms_per_image": self.latency_ms(model, scenes.images)
+                    "inference_ms_per_scene": self.latency_ms(model, scenes.images)
                     if self.cfg.inference_benchmark else None})
         if run is not None:
             plots.detections(scenes.images, box_lists(scenes), dets, run.path(DETECTIONS),
@@ -201,21 +203,23 @@ def top_labels(detections: list[dict[str, torch.Tensor]]) -> torch.Tensor:
     return torch.where(best >= 0, top, -1)
 
 
-def classification_metrics(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None
-                           ) -> dict[str, Any]:
-    """The classifier's test keys for detector predictions; a digit without a box counts as wrong.
+def classification_metrics(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None,
+                           num_classes: int = 10) -> dict[str, Any]:
+    """The classifier's test keys for detector predictions (-1 = no box found).
 
-    Such a digit enters accuracy, F1 and the confusion matrix as the class (target + 1) % 10, a
-    prediction that is wrong by construction; `misclassified` lists it with pred -1, and
-    `no_detection_count` says how many there were.
+    A digit without a box is wrong: it lowers accuracy and its class's recall and F1, and it is counted
+    in an explicit last column of the confusion matrix, "none" (num_classes rows × num_classes + 1
+    columns), never as a made-up class, so no class's precision is charged for it. Macro-F1 averages the
+    digit classes only. `no_detection_count` says how many digits had no box.
     """
     missing = preds < 0
-    counted = torch.where(missing, (target + 1) % 10, preds)
-    report = classification_report(counted, target, num_classes=10)
+    report = classification_report(torch.where(missing, num_classes, preds), target, num_classes=num_classes + 1)
+    per_class = report["per_class"][:num_classes]  # the "none" class has no support and no precision
     wrong, wrong_count = misclassified(preds, target, index)
     return {
-        "test_accuracy": report["accuracy"], "test_macro_f1": report["macro_f1"],
-        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+        "test_accuracy": report["accuracy"], "test_macro_f1": sum(p["f1"] for p in per_class) / num_classes,
+        "per_class": per_class, "confusion_matrix": report["confusion_matrix"][:num_classes],
+        "confusion_columns": [*map(str, range(num_classes)), "none"],
         "misclassified": wrong, "misclassified_count": wrong_count, "no_detection_count": int(missing.sum()),
         "predictions": preds.cpu(),
     }
