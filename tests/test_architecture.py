@@ -16,7 +16,7 @@ LAYERS = [
     {"metrics", "profile", "plots", "record", "checkpoint"},
     {"tasks"},
     {"config"},
-    {"optim", "engine"},
+    {"optim", "calibrate", "engine"},
     {"train", "predict", "export"},
     {"study", "serve", "scale"},
     {"cli", "__main__", "__init__"},

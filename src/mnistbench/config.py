@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("onecycle", "cosine", "constant"),
     "augment": ("none", "translate", "affine"),
-    "device": ("auto", "cpu", "cuda"),
+    "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("auto", "fp32", "bf16"),
     "compile_mode": ("default", "reduce-overhead", "max-autotune"),
 }
@@ -56,6 +57,9 @@ class Config:
     train_limit: int = 0              # use only this many training images (0 = all)
     test_limit: int = 0               # score on a fixed random sample of N test images (0 = all)
     target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
+    budget_s: float = 0.0             # > 0: train for this many seconds of training steps (calibrated, planned
+                                      #   once); epochs is then ignored. 0: train for `epochs`
+    val_points: int = 4               # budgeted runs: validations at this many evenly spaced steps
     log_every: int = 50               # training steps per logged loss
     checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
     checkpoints: bool = True          # false: no checkpoint.pt at all (throwaway benchmark runs)
@@ -89,7 +93,17 @@ _DEFAULTS = Config()
 
 
 def parse_value(key: str, text: Any, default: Any) -> Any:
-    """Convert `text` to the type of `default`; strings from the command line, values from JSON."""
+    """Convert `text` to the type of `default`; strings from the command line, values from JSON.
+
+    NaN and infinite numbers are refused here, for every field and option: no setting means either.
+    """
+    value = _parse(key, text, default)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}={text!r}: must be a finite number")
+    return value
+
+
+def _parse(key: str, text: Any, default: Any) -> Any:
     if not isinstance(text, str):
         if isinstance(default, float) and isinstance(text, int) and not isinstance(text, bool):
             return float(text)
@@ -167,12 +181,12 @@ def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r}: choose one of {', '.join(allowed)}")
-    positive = ("epochs", "batch_size", "eval_batch_size", "lr", "log_every")
+    positive = ("epochs", "batch_size", "eval_batch_size", "lr", "log_every", "val_points")
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise UserError(f"{key}={getattr(cfg, key)} must be > 0")
     non_negative = ("weight_decay", "momentum", "grad_clip", "translate", "rotate", "scale", "val_size",
-                    "train_limit", "test_limit", "checkpoint_minutes")
+                    "train_limit", "test_limit", "checkpoint_minutes", "budget_s")
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise UserError(f"{key}={getattr(cfg, key)} must be >= 0")

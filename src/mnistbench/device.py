@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,13 +12,45 @@ import torch
 from .errors import UserError
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a UserError."""
+    """'auto' picks CUDA, else Apple's MPS where PyTorch reports it, else the CPU; an absent one is a UserError."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not _mps_available():
+        raise UserError("--device mps asked for, but PyTorch reports no Apple MPS device; use --device cpu or auto")
     return torch.device(name)
+
+
+@functools.cache
+def physical_cores() -> int:
+    """CPU cores without their hyper-threads (distinct (physical id, core id) pairs), else os.cpu_count()."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, phys = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            phys = value.strip()
+        elif key.strip() == "core id":
+            cores.add((phys, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+def set_cpu_threads() -> int:
+    """One intra-op thread per physical core (hyper-threads slow PyTorch's CPU kernels), unless the user set
+    OMP_NUM_THREADS; returns the thread count in use."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(physical_cores())
+    return torch.get_num_threads()
 
 
 @functools.cache
@@ -31,10 +64,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 when asked for, or on 'auto' where the hardware runs it natively; None means fp32."""
+    """bf16 when asked for, or on 'auto' on CUDA and on CPUs that run it natively; None means fp32.
+
+    On a CPU, 'auto' is only the starting guess: train() times both and keeps the faster (calibrate.py).
+    MPS stays in fp32 on 'auto' (untested here: no Apple hardware).
+    """
     if precision == "fp32":
         return None
-    if precision == "bf16" or device.type == "cuda" or cpu_has_native_bf16():
+    if precision == "bf16" or device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
 
@@ -50,6 +87,8 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 @dataclass(frozen=True)
@@ -64,6 +103,8 @@ class Runtime:
     def resolve(cls, device: str, precision: str, channels_last: bool) -> "Runtime":
         """The Runtime for a config's device, precision and channels_last fields."""
         dev = pick_device(device)
+        if dev.type == "cpu":
+            set_cpu_threads()
         return cls(dev, autocast_dtype(dev, precision), channels_last)
 
     @property

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .calibrate import Plan
 from .config import Config
 from .device import Runtime
 from .errors import UserError
@@ -55,9 +56,10 @@ class TrainState:
     train_seconds: float = 0.0  # training steps only (see README: what train_seconds includes)
     compile_seconds: float = 0.0
     best_val_accuracy: float = -1.0
-    best_epoch: int = 0
+    best_epoch: float = 0.0     # epochs (fractional with a budget) at the best validation
+    best_step: int = 0
     stopped_early: bool = False
-    history: list = field(default_factory=list)  # one validation record per epoch
+    history: list = field(default_factory=list)  # one record per validation
     window_loss: float = 0.0    # loss summed since the last logged step
     window_steps: int = 0
     metrics_lines: int = 0      # lines of metrics.jsonl that belong to this state
@@ -83,12 +85,13 @@ class _Signals:
 
 
 class Trainer:
-    """Holds model, optimizer, schedule and state for one fit; see fit()."""
+    """Holds model, optimizer, plan and state for one fit; see fit()."""
 
-    def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord):
-        self.model, self.task, self.cfg, self.rt, self.run = model, task, cfg, rt, run
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan):
+        self.model, self.task, self.cfg, self.rt, self.run, self.plan = model, task, cfg, rt, run, plan
         self.opt = make_optimizer(model, cfg)
-        self.total_steps = cfg.epochs * task.steps_per_epoch
+        self.val_steps = set(plan.val_steps)
+        self.epochs = math.ceil(plan.total_steps / task.steps_per_epoch)  # the last one may be partial
         self.lr = 0.0  # the head's learning rate at the current step
         self.net = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         self.state = TrainState()
@@ -99,7 +102,8 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": checkpoint.rng_state(),
-                "state": asdict(self.state), "config": self.cfg.to_dict(), "versions": versions()}
+                "state": asdict(self.state), "config": self.cfg.to_dict(), "plan": self.plan.to_dict(),
+                "versions": versions()}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -122,22 +126,22 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainState:
-        cfg, st = self.cfg, self.state
+        st = self.state
         with _Signals() as sig:
-            while st.epoch < cfg.epochs and not st.stopped_early:
+            while st.global_step < self.plan.total_steps and not st.stopped_early:
                 self._train_epoch(sig)
-                self._end_epoch()
-                if sig.signum:
-                    raise Interrupted(sig.signum)
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         return st
 
     def _train_epoch(self, sig: _Signals) -> None:
-        cfg, st, task = self.cfg, self.state, self.task
+        """Steps of the current epoch until its end, the planned total or an early stop; validation at the
+        plan's validation steps; checkpoints there, every checkpoint_minutes and on a signal."""
+        cfg, st, task, total = self.cfg, self.state, self.task, self.plan.total_steps
         self.model.train()
-        bar = tqdm(total=task.steps_per_epoch, initial=st.step_in_epoch, disable=cfg.quiet, leave=False,
-                   desc=f"epoch {st.epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
+        todo = min(task.steps_per_epoch, total - st.global_step + st.step_in_epoch)
+        bar = tqdm(total=todo, initial=st.step_in_epoch, disable=cfg.quiet, leave=False,
+                   desc=f"epoch {st.epoch + 1}/{self.epochs}", dynamic_ncols=True)
         window = torch.tensor(st.window_loss, device=self.rt.device)
         last_ckpt, shown = time.monotonic(), st.step_in_epoch
         t0 = time.perf_counter()
@@ -147,24 +151,33 @@ class Trainer:
             if first_compiled:  # the first compiled step includes compilation: reported apart
                 self.rt.sync()
                 st.compile_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
-            end = st.step_in_epoch == task.steps_per_epoch
-            if st.global_step % cfg.log_every == 0 or end:
+            end = st.step_in_epoch == task.steps_per_epoch or st.global_step >= total
+            validate = st.global_step in self.val_steps
+            if st.global_step % cfg.log_every == 0 or end or validate:
                 t0 = self._log_train(window, t0)
                 bar.update(st.step_in_epoch - shown)
                 shown = st.step_in_epoch
                 bar.set_postfix(loss=f"{self.run_loss:.4f}")
+            if st.step_in_epoch == task.steps_per_epoch:
+                st.epoch, st.step_in_epoch = st.epoch + 1, 0
             timed = cfg.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes
-            if (sig.signum or timed) and not end:
+            if validate:
+                self._validate()
+                t0, last_ckpt = time.perf_counter(), time.monotonic()
+            elif sig.signum or timed:
                 t0 = self._checkpoint_mid_epoch(window, t0)
                 last_ckpt = time.monotonic()
-                if sig.signum:
-                    bar.close()
-                    raise Interrupted(sig.signum)
+            if sig.signum:
+                bar.close()
+                raise Interrupted(sig.signum)
+            if end or st.stopped_early:
+                break
         bar.close()
 
     def _step(self, batch: Any, window: torch.Tensor) -> None:
         cfg = self.cfg
-        self.lr = set_lr(self.opt, lr_factor(cfg.schedule, cfg.warmup, self.state.global_step, self.total_steps))
+        self.lr = set_lr(self.opt, lr_factor(cfg.schedule, cfg.warmup, self.state.global_step,
+                                             self.plan.total_steps))
         with self.rt.autocast():
             loss = self.task.loss(self.net, batch, self.state.global_step)
         self.opt.zero_grad(set_to_none=True)
@@ -204,33 +217,36 @@ class Trainer:
         self.save_checkpoint()
         return time.perf_counter()
 
-    def _end_epoch(self) -> None:
+    def _validate(self) -> None:
+        """Validate, keep the best weights, stop early at the target accuracy, checkpoint."""
         st, cfg = self.state, self.cfg
         self.rt.sync()
-        st.epoch, st.step_in_epoch, st.window_loss = st.epoch + 1, 0, 0.0
+        st.window_loss = 0.0  # just logged
         t_val = time.perf_counter()
         val = self.task.validate(self.model)
-        record = {"kind": "val", "step": st.global_step, "epoch": st.epoch, **val,
+        self.model.train()
+        epoch = round(st.global_step / self.task.steps_per_epoch, 4)
+        record = {"kind": "val", "step": st.global_step, "epoch": epoch, **val,
                   "train_seconds": round(st.train_seconds, 4), "val_seconds": round(time.perf_counter() - t_val, 4),
                   "time": time.time()}
         self.run.log(record)
         st.history.append(record)
         if val["val_accuracy"] > st.best_val_accuracy:
-            st.best_val_accuracy, st.best_epoch = val["val_accuracy"], st.epoch
+            st.best_val_accuracy, st.best_epoch, st.best_step = val["val_accuracy"], epoch, st.global_step
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self._best_dirty = True
         if cfg.target_accuracy and val["val_accuracy"] >= cfg.target_accuracy:
             st.stopped_early = True
         if not cfg.quiet:
-            tqdm.write(f"epoch {st.epoch}/{cfg.epochs}: val_loss {val['val_loss']:.4f}  "
+            tqdm.write(f"epoch {epoch:g}/{self.epochs}: val_loss {val['val_loss']:.4f}  "
                        f"val_acc {val['val_accuracy']:.4f}  train {st.train_seconds:.1f}s")
         self.save_checkpoint()
 
 
-def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord,
+def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
         resume: dict[str, Any] | None = None) -> TrainState:
-    """Train `model` on `task`; on return the model holds the best-validation weights."""
-    trainer = Trainer(model, task, cfg, rt, run)
+    """Train `model` on `task` for the plan's steps; on return the model holds the best-validation weights."""
+    trainer = Trainer(model, task, cfg, rt, run, plan)
     if resume is not None:
         trainer.load_state_dict(resume)
     return trainer.fit()

@@ -109,9 +109,10 @@ class RunRecord:
         """A file inside the run folder (one of this module's names)."""
         return self.folder / name
 
-    def write_config(self, config: dict[str, Any], device: str) -> None:
-        """config.json: the resolved config with the versions, device and commit that produced the run."""
-        write_json(self.folder / CONFIG, {"config": config, "versions": versions(), "device": device,
+    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any]) -> None:
+        """config.json: the resolved config, the run's plan (precision, steps, budget: what was measured to decide
+        them) and the versions, device and commit that produced the run."""
+        write_json(self.folder / CONFIG, {"config": config, "plan": plan, "versions": versions(), "device": device,
                                           "git_commit": git_commit()})
 
     def write_summary(self, summary: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, plots
+from .calibrate import Plan, choose_runtime, make_plan, replan, runtime_for
 from .config import Config, effective_settings, resolve
 from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime
@@ -64,19 +65,28 @@ def make_task(cfg: Config, splits: Splits, rt: Runtime):
 
 
 def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train, select on validation, test, profile and record one model; returns summary.json's content."""
+    """Train, select on validation, test, profile and record one model; returns summary.json's content.
+
+    With `resume_from`, continue that run folder from its checkpoint under its recorded plan; a run that
+    stopped before its first checkpoint starts again from its saved config.
+    """
     wall0 = time.perf_counter()
-    rt = runtime(cfg)
+    base = runtime(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    # data, model and task first: a missing file or bad option stops the run before any file is written
-    splits = load_data(cfg, rt)
-    model = build_model(cfg, rt)
+    # data, model and plan first: a missing file or bad option stops the run before any file is written
+    splits = load_data(cfg, base)
+    model = build_model(cfg, base)
+    resume = _checkpoint_of(resume_from)
+    rt, plan = _plan(cfg, model, splits, base, resume)
     task = make_task(cfg, splits, rt)
     run = RunRecord(resume_from or cfg.out or default_run_dir(cfg.model))
-    resume = checkpoint.load(run.path(CHECKPOINT)) if resume_from else None
-    run.write_config(cfg.to_dict(), rt.describe())
+    if resume_from and resume is None:
+        run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config
+    run.write_config(cfg.to_dict(), rt.describe(), plan.to_dict())
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
     try:
-        state = fit(model, task, cfg, rt, run, resume=resume)
+        state = fit(model, task, cfg, rt, run, plan, resume=resume)
     except Interrupted as e:
         e.run_dir = run.folder
         raise
@@ -84,7 +94,7 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     tested = task.test(model, run)
     run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
     summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
-    summary.update(_timings(state, cfg, len(splits.train_x)))
+    summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
     summary.update(_costs(model, rt))
     summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
     run.write_summary(summary)
@@ -92,12 +102,31 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     return summary
 
 
-def _timings(state: TrainState, cfg: Config, n_train: int) -> dict[str, Any]:
+def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The checkpoint of the run folder being resumed, or None (no run, or stopped before its first one)."""
+    if run_dir is None or not (Path(run_dir) / CHECKPOINT).exists():
+        return None
+    return checkpoint.load(Path(run_dir) / CHECKPOINT)
+
+
+def _plan(cfg: Config, model: torch.nn.Module, splits: Splits, base: Runtime, resume: dict[str, Any] | None
+          ) -> tuple[Runtime, Plan]:
+    """The precision and steps of the run: the checkpoint's plan on resume (nothing re-measured), else measured."""
+    if resume is not None and "plan" in resume:
+        plan = replan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
+        return runtime_for(plan, base), plan
+    rt, step_ms = choose_runtime(model, cfg, base, lambda r: make_task(cfg, splits, r))
+    return rt, make_plan(model, cfg, rt, make_task(cfg, splits, rt), step_ms)
+
+
+def _timings(state: TrainState, cfg: Config, plan: Plan, per_epoch: int, n_train: int) -> dict[str, Any]:
     steps = state.global_step
     return {"train_seconds": state.train_seconds, "compile_seconds": state.compile_seconds,
-            "time_to_accuracy": time_to_accuracy(state.history), "epochs_completed": state.epoch,
-            "stopped_early": state.stopped_early, "best_epoch": state.best_epoch,
-            "best_val_accuracy": state.best_val_accuracy, "steps": steps, "train_images": n_train,
+            "time_to_accuracy": time_to_accuracy(state.history), "epochs_completed": round(steps / per_epoch, 4),
+            "stopped_early": state.stopped_early, "best_epoch": state.best_epoch, "best_step": state.best_step,
+            "best_val_accuracy": state.best_val_accuracy, "steps": steps, "planned_steps": plan.total_steps,
+            "train_images": n_train, "images_seen": steps * cfg.batch_size, "budget": plan.budget,
+            "precision_step_ms": plan.step_ms,
             "train_images_per_second": steps * cfg.batch_size / state.train_seconds if state.train_seconds else None}
 
 
@@ -105,7 +134,8 @@ def _costs(model: torch.nn.Module, rt: Runtime) -> dict[str, Any]:
     return {"params": sum(p.numel() for p in model.parameters()),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "device": rt.describe(), "precision": rt.precision,
-            "weights_source": getattr(model, "weights_source", None), "peak_memory_mb": peak_memory_mb(rt.device)}
+            "weights_source": getattr(model, "weights_source", None), "peak_memory_mb": peak_memory_mb(rt.device),
+            "peak_memory_kind": "cuda max allocated" if rt.device.type == "cuda" else "peak RSS of the process"}
 
 
 def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
