@@ -139,11 +139,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .study.about import progress
     from .study.report import REPORT_HTML, rebuild
 
-    rows = rebuild(args.dir)
-    print(f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished; report: "
-          f"{args.dir}/{REPORT_HTML}")
+    analysis = rebuild(args.dir)
+    print(f"{progress(analysis)}; report: {args.dir}/{REPORT_HTML}")  # "k of N planned runs finished"
     return 0
 
 

@@ -75,11 +75,13 @@ class Doc:
                 + "\n".join(body) + "\n</body></html>\n")
 
 
-CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;"
+# A 1400 px window shows every table whole: at most 9 columns, headers wrap, cells do not
+CSS = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1300px;margin:2em auto;"
        "padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}"
        ".scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;margin:1em 0}"
        "th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right;white-space:nowrap}"
-       "th{background:#f3f3f3}td:first-child,th:first-child,td:nth-child(2){text-align:left}"
+       "th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td:nth-child(2),td:last-child{white-space:normal}"
+       "td:first-child,th:first-child,td:nth-child(2){text-align:left}"
        "tbody tr:nth-child(even){background:#fafafa}figure{margin:1em 0}img{max-width:100%;height:auto}"
        "figcaption{font-size:.85em;color:#555}code{background:#f3f3f3;padding:0 .25em}")
 

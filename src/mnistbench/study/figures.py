@@ -1,4 +1,5 @@
-"""Figures of a study report, each returned as PNG bytes: curves, Pareto scatter, confusions, F1, mistakes."""
+"""Figures of a study report, each returned as PNG bytes: curves, Pareto scatter, accuracy against budget,
+confusions, F1, mistakes."""
 from __future__ import annotations
 
 import math
@@ -84,8 +85,8 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
                     yerr=100 * p["accuracy_std"] if p.get("accuracy_std") else None,
                     fmt="*" if p["front"] else "o", ms=14 if p["front"] else 8, color=color[p["model"]],
                     capsize=3, zorder=3)
-        ax.annotate(p["model"], (p["seconds"], 100 * p["accuracy"]), textcoords="offset points", xytext=(8, 6),
-                    fontsize=9)
+        ax.annotate(p.get("label", p["model"]), (p["seconds"], 100 * p["accuracy"]), textcoords="offset points",
+                    xytext=(8, 6), fontsize=9)
     front = sorted((p for p in points if p["front"]), key=lambda p: p["seconds"])
     if len(front) > 1:
         ax.step([p["seconds"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.4",
@@ -100,8 +101,32 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
     return png(fig)
 
 
+def accuracy_vs_budget(series: dict[str, Sequence[tuple[float, float, float | None]]], models: Sequence[str]) -> bytes:
+    """Test accuracy against training budget, one line per model: `series[model]` holds (budget seconds,
+    mean accuracy, std over seeds or None) points; log x, since budgets grow by factors."""
+    color = _colors(models)
+    fig = plots.figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    for model, pts in series.items():
+        pts = sorted(pts)
+        ax.errorbar([b for b, _, _ in pts], [100 * acc for _, acc, _ in pts],
+                    yerr=[100 * (sd or 0.0) for _, _, sd in pts], fmt="o-", color=color[model], capsize=3, ms=6,
+                    lw=1.5, label=model)
+    budgets = sorted({b for pts in series.values() for b, _, _ in pts})
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("training budget (seconds, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy against training budget (mean ± std over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
 def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes: Sequence[str]) -> bytes:
-    """Small multiples of confusion matrices (rows = true), log colour so rare errors show; errors counted."""
+    """Small multiples of confusion matrices (rows = true), log colour so rare errors show; errors counted.
+    A matrix with one column more than `classes` (a detector's) has its last column labelled "none"."""
     from matplotlib.colors import LogNorm
 
     n = len(matrices)
@@ -117,10 +142,10 @@ def confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes:
         for i, j in np.ndindex(cm.shape):
             if cm[i, j] and i != j:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6)
-        ticks = range(len(classes))
         short = [c[:5] for c in classes]
-        ax.set_xticks(ticks, short, fontsize=6, rotation=90 if max(map(len, short)) > 1 else 0)
-        ax.set_yticks(ticks, short, fontsize=6)
+        columns = short + ["none"] * (cm.shape[1] - len(short))
+        ax.set_xticks(range(len(columns)), columns, fontsize=6, rotation=90 if max(map(len, columns)) > 1 else 0)
+        ax.set_yticks(range(len(short)), short, fontsize=6)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(title, fontsize=9)

@@ -1,126 +1,182 @@
-"""The report's computed sentences: what the study is (`about`) and what it shows (`findings`)."""
+"""The report's computed sentences: what the study shows (`findings`), read from the Analysis.
+
+A difference in accuracy is called a difference only when the paired test says so (exact McNemar on
+the same test images, Holm-corrected over the study, alpha 0.05); otherwise the sentence says there is
+no significant difference. Nothing here is fixed text about a particular model.
+"""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Sequence
 
-from .formatting import names, pct, ratio, secs, si
-from .results import Analysis, class_names, error_overlaps
+from .formatting import interval, names, p_value, pct, ratio, secs, si
+from .paired import ALPHA, error_overlaps, find
+from .results import Analysis, class_names
 
 
-# --- about the study -------------------------------------------------------------------------------
-def about(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Sentences that label the study: preset, seeds, slices, pretrained weights, device."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    preset = meta.get("preset") or "unknown"
-    out = [f"Preset **{preset}**" + (f": {meta['preset_about']}." if meta.get("preset_about") else ".")]
-    seeds = sorted({r["seed"] for r in rows})
-    out.append(f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per model ({', '.join(map(str, seeds))}): "
-               "every model gets the same data split and seeds"
-               + ("; tables show mean ± sample standard deviation over seeds." if len(seeds) > 1 else "."))
-    out += _slices(ok)
-    pre = sorted({r["model"] for r in ok if r["pretrained"]})
-    out.append(f"Started from pretrained weights: {names(pre)}." if pre else
-               "No model started from pretrained weights.")
-    devices = sorted({r["device"] for r in ok if r["device"]})
-    if devices:
-        out.append(f"Device: {', '.join(devices)}.")
-    if meta.get("command"):
-        out.append(f"Reproduce (finished runs are skipped): `{meta['command']}`")
-    return out
-
-
-def _slices(ok: Sequence[dict[str, Any]]) -> list[str]:
-    """Which models train or test on a slice of their split."""
-    out = []
-    sliced = sorted({(r["model"], r["train_images"]) for r in ok if r["train_limit"]})
-    full = sorted({r["model"] for r in ok if not r["train_limit"]})
-    if sliced:
-        text = "Training data is sliced (train_limit): " + ", ".join(f"{m} {n:,} images" for m, n in sliced)
-        verb = "trains" if len(full) == 1 else "train"
-        out.append(text + (f"; {names(full)} {verb} on the full training split." if full else "."))
-    test_sliced = sorted({(r["model"], r["test_images"]) for r in ok if r["test_limit"]})
-    if test_sliced:
-        out.append("The test set is sliced (test_limit, the first images): "
-                   + ", ".join(f"{m} {n:,} images" for m, n in test_sliced) + "; compare those models' numbers "
-                   "with care.")
-    elif ok:
-        out.append(f"Every model is tested on all {max(r['test_images'] or 0 for r in ok):,} test images.")
-    return out
-
-
-# --- what it shows ---------------------------------------------------------------------------------
 def findings(an: Analysis) -> list[str]:
-    """Sentences computed from the analysis (aggregates most accurate first, each model's representative
-    run, error sets): nothing here is fixed text about a particular model."""
-    done = [a for a in an.aggs if a["test_accuracy"] is not None]
-    if done:
-        out = [_accuracy(done), _time_to_99(done)]
-    else:
+    """Sentences computed from the analysis, most important first."""
+    groups = _groups(an)
+    out = [s for budget, done in groups for s in _accuracy(an, budget, done)]
+    if not groups:
         out = ["No model finished, so there is nothing to compare yet; the failures are listed below."]
-    out += _training_cost(done, an.dominated) + _size(done) + _inference(done)
-    out += _class_findings(an.reps) + _disagreement_findings(an) + _detector_findings(an.aggs, an.reps)
-    out += [f"**{r['model']}** (seed {r['seed']}) failed: {r['error']}" for r in an.rows if r["status"] != "ok"]
+    else:
+        budget, done = groups[-1]
+        out.append(_time_to_99(done, budget))
+    done = [a for a in an.aggs if a["test_accuracy"] is not None]
+    out += _budget_gains(an) + _pareto(an, done) + _size(done) + _inference(done)
+    out += _class_findings(an.reps) + _disagreement_findings(an) + _detector_findings(an)
+    out += [f"**{r['model']}** (seed {r['seed']}{_at(r.get('budget_s'))}) failed: {r['error']}"
+            for r in an.rows if r["status"] != "ok"]
     return out
 
 
-def _accuracy(done: Sequence[dict[str, Any]]) -> str:
-    several = any(a["ok"] > 1 for a in done)
-    best = done[0]
-    text = (f"**{best['model']}** is the most accurate: {pct(best['test_accuracy'])} test accuracy"
-            + (" (mean over seeds)" if several else ""))
-    if len(done) > 1:
-        second = done[1]
-        gap = 100 * (best["test_accuracy"] - second["test_accuracy"])
-        text += f", {gap:.2f} points ahead of {second['model']} ({pct(second['test_accuracy'])})"
-        stds = (best["test_accuracy_std"] or 0.0) + (second["test_accuracy_std"] or 0.0)
-        if several and stds and gap / 100 <= stds:
-            text += ", a gap within their seed-to-seed spread"
-    if len(done) > 2:
-        worst = done[-1]
-        text += f"; {worst['model']} is the least accurate ({pct(worst['test_accuracy'])})"
-    return text + "."
+def _at(budget: float | None) -> str:
+    return f", {budget:g} s" if budget is not None else ""
 
 
-def _time_to_99(done: Sequence[dict[str, Any]]) -> str:
-    reached = sorted((a for a in done if a["time_to_99"] is not None), key=lambda a: a["time_to_99"])
+def _sentence(at: str, text: str) -> str:
+    """`text` after the budget prefix `at`, or capitalised when there is none."""
+    return at + text if at else text[:1].upper() + text[1:]
+
+
+def _groups(an: Analysis) -> list[tuple[float | None, list[dict[str, Any]]]]:
+    """The finished aggregates per budget (most accurate first), budgets in order."""
+    groups: dict[float | None, list[dict[str, Any]]] = {}
+    for a in an.aggs:
+        if a["test_accuracy"] is not None:
+            groups.setdefault(a["budget_s"], []).append(a)
+    return list(groups.items())
+
+
+# --- accuracy, with its paired tests ---------------------------------------------------------------
+def accuracy_text(a: dict[str, Any]) -> str:
+    """'98.20 % (95 % CI 97.91–98.47 %)' for one run; '98.20 % (mean of 3 seeds, range 98.1–98.3 %)' else."""
+    if a["ok"] > 1 and a["test_accuracy_min"] is not None:
+        return (f"{pct(a['test_accuracy'])} (mean of {a['ok']} seeds, range "
+                f"{interval(a['test_accuracy_min'], a['test_accuracy_max'])} %)")
+    if a.get("test_accuracy_low") is not None:
+        return f"{pct(a['test_accuracy'])} (95 % CI {interval(a['test_accuracy_low'], a['test_accuracy_high'])} %)"
+    return pct(a["test_accuracy"])
+
+
+def _p(ps: Sequence[float], worst: bool) -> str:
+    """'p = 0.012' for one test; over several seeds the weakest: 'p ≤ 0.012 in each of 3 seeds' (worst=True,
+    for a difference) or 'p ≥ 0.4 in each of 3 seeds' (for no difference)."""
+    if len(ps) == 1:
+        return f"p {p_value(ps[0])}"
+    p = max(ps) if worst else min(ps)
+    bound = "< 0.001" if worst and p < 0.001 else f"{'≤' if worst else '≥'} {p:.2g}"
+    return f"p {bound} in each of {len(ps)} seeds"
+
+
+def relation(v: dict[str, Any], x: str, y: str) -> str:
+    """The verdict of the paired tests of x and y, as a sentence fragment that names both."""
+    tests, wins, ps = len(v["seeds"]), v["wins"], v["p_holm"]
+    for first, second in ((x, y), (y, x)):
+        if wins[first] == tests:
+            return f"{first} is more accurate than {second} ({_p(ps, True)})"
+    if wins[x] or wins[y]:
+        w = x if wins[x] else y
+        sig = [p for p in ps if p < ALPHA]
+        return (f"{w} is more accurate than {y if w == x else x} in {wins[w]} of {tests} seeds (p {p_value(max(sig))}),"
+                f" with no significant difference in the other{'s' if tests - wins[w] > 1 else ''}")
+    return f"no significant difference between {x} and {y} on these {v['n']:,} test images ({_p(ps, False)})"
+
+
+def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) -> list[str]:
+    """The most accurate model of a budget, and how it and the others compare in the paired tests."""
+    best, at = done[0], f"With {budget:g} s of training, " if budget is not None else ""
+    head = f"{at}**{best['model']}** has the highest test accuracy: {accuracy_text(best)}"
+    if len(done) == 1:
+        return [head + "."]
+    pairs = [(a, find(an.verdicts, budget, best["model"], a["model"])) for a in done[1:]]
+    tested = [(a, v) for a, v in pairs if v]
+    if not tested:
+        return [head + "; the runs have no per-image predictions on common test images, so the differences are "
+                "not tested and this is not a ranking."]
+    n_tests = len(an.comparisons)
+    text = (head + f". Paired exact McNemar tests on the same test images (p Holm-corrected over the study's "
+            f"{n_tests} test{'s' * (n_tests > 1)}): " + "; ".join(relation(v, best["model"], a["model"])
+                                                             for a, v in tested))
+    untested = [a["model"] for a, v in pairs if not v]
+    out = [text + (f"; {names(untested)} not tested (no common test images)" if untested else "") + "."]
+    others = [find(an.verdicts, budget, a["model"], b["model"]) for i, a in enumerate(done[1:], 1)
+              for b in done[i + 1:]]
+    others = [v for v in others if v]
+    if others:
+        sig = [relation(v, v["model_a"], v["model_b"]) for v in others if any(v["wins"].values())]
+        same = [f"{v['model_a']} and {v['model_b']}" for v in others if not any(v["wins"].values())]
+        parts = sig + ([f"no significant difference between {names(same)}"
+                        + (" (each pair)" if len(same) > 1 else "")] if same else [])
+        out.append(_sentence(at, "among the others: " + "; ".join(parts) + "."))
+    return out
+
+
+def _time_to_99(done: Sequence[dict[str, Any]], budget: float | None) -> str:
+    """Who reached 99 % validation accuracy first, and in how many of its seeds."""
+    at = f"With {budget:g} s of training, " if budget is not None else ""
+    reached = sorted((a for a in done if a["time_to_99"] is not None),
+                     key=lambda a: (-a["time_to_99_n"] / a["ok"], a["time_to_99"]))
     if not reached:
         best = done[0]
-        return (f"No model reached 99 % validation accuracy within this preset's schedule; the best test "
-                f"accuracy is {pct(best['test_accuracy'])} ({best['model']}).")
+        return _sentence(at, f"no model reached 99 % validation accuracy; the highest test accuracy is "
+                             f"{pct(best['test_accuracy'])} ({best['model']}).")
+
+    def when(a: dict[str, Any]) -> str:
+        seeds = f", in {a['time_to_99_n']} of {a['ok']} seeds" if a["ok"] > 1 or a["time_to_99_n"] < a["ok"] else ""
+        return f"{secs(a['time_to_99'])} s{seeds}"
     a = reached[0]
-    text = (f"**{a['model']}** reached 99 % validation accuracy fastest: after {secs(a['time_to_99'])} s of "
-            f"training (checked at epoch ends)")
+    text = (f"{at}**{a['model']}** reached 99 % validation accuracy first: after {when(a)} of training "
+            f"(mean over the seeds that reached it; checked at each validation)")
     if len(reached) > 1:
-        text += "; then " + ", ".join(f"{b['model']} ({secs(b['time_to_99'])} s)" for b in reached[1:])
+        text += "; then " + ", ".join(f"{b['model']} ({when(b)})" for b in reached[1:])
     never = [a["model"] for a in done if a["time_to_99"] is None]
     if never:
-        text += f"; {names(never)} never reached it in this preset's schedule"
+        text += f"; {names(never)} never reached it"
     return text + "."
 
 
-def _training_cost(done: Sequence[dict[str, Any]], dominated: dict[str, list[str]]) -> list[str]:
-    """Accuracy per training second, and the Pareto front of accuracy against training time."""
-    timed = [a for a in done if a["train_seconds"]]
+# --- what training time buys ---------------------------------------------------------------------
+def _budget_gains(an: Analysis) -> list[str]:
+    """With several budgets: each model's mean test accuracy at each budget."""
+    if len(an.budgets) < 2:
+        return []
+    parts = []
+    for model in an.models:
+        pts = sorted((a["budget_s"], a["test_accuracy"]) for a in an.aggs
+                     if a["model"] == model and a["budget_s"] is not None and a["test_accuracy"] is not None)
+        if len(pts) > 1:
+            steps = " → ".join(f"{pct(acc)} ({b:g} s)" for b, acc in pts)
+            parts.append(f"{model} {steps}, {100 * (pts[-1][1] - pts[0][1]):+.2f} points")
+    return ["Accuracy against training budget (mean over seeds): " + "; ".join(parts) + "."] if parts else []
+
+
+def _pareto(an: Analysis, done: Sequence[dict[str, Any]]) -> list[str]:
+    """The Pareto front of accuracy against training time, what the cheaper model gives up, and whether the
+    paired test can tell the two apart."""
+    timed = {a["label"]: a for a in done if a["label"] in an.dominated}
+    front = sorted((timed[m] for m in an.front if m in timed), key=lambda a: a["train_seconds"])
     if len(timed) < 2:
         return []
-    rate = max(timed, key=lambda a: a["test_accuracy"] / a["train_seconds"])
-    slow = max(timed, key=lambda a: a["train_seconds"])
-    longer = ratio(slow["train_seconds"] / rate["train_seconds"])
-    out = [f"Per second of training, **{rate['model']}** gives the most accuracy "
-           f"({pct(rate['test_accuracy'])} in {secs(rate['train_seconds'])} s); {slow['model']} trained "
-           f"longest ({secs(slow['train_seconds'])} s, {longer}× as long) for {pct(slow['test_accuracy'])}."]
-    seconds = {a["model"]: a["train_seconds"] for a in timed}
-    front = sorted((m for m, by in dominated.items() if not by), key=seconds.get)
-    text = f"On the Pareto front of accuracy against training time: {names(front)}"
-    losers = [(m, by) for m, by in dominated.items() if by]
-    if losers:
-        text += "; " + "; ".join(f"{m} is both slower and less accurate than {names(by)}" for m, by in losers)
-    return out + [text + "."]
+    text = "On the Pareto front of accuracy against training time: " + names(
+        [f"{a['label']} ({secs(a['train_seconds'])} s, {pct(a['test_accuracy'])})" for a in front])
+    for cheap, dear in zip(front, front[1:]):
+        gap = 100 * (dear["test_accuracy"] - cheap["test_accuracy"])
+        text += (f"; {cheap['label']} needs {ratio(dear['train_seconds'] / cheap['train_seconds'])}× less "
+                 f"training than {dear['label']} and trails it by {gap:.2f} points")
+        v = find(an.verdicts, cheap["budget_s"], cheap["model"], dear["model"]) \
+            if cheap["budget_s"] == dear["budget_s"] else None
+        if v:
+            text += f" ({relation(v, dear['model'], cheap['model'])})"
+    off = sorted(m for m, by in an.dominated.items() if by)
+    if off:
+        text += (f". Off the front (another trains faster with at least its mean accuracy): {names(off)}")
+    return [text + "."]
 
 
 def _size(done: Sequence[dict[str, Any]]) -> list[str]:
-    sized = [a for a in done if a["params"]]
+    sized = list({a["model"]: a for a in done if a["params"]}.values())
     if len(sized) < 2:
         return []
     big, small = max(sized, key=lambda a: a["params"]), min(sized, key=lambda a: a["params"])
@@ -133,29 +189,40 @@ def _size(done: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _inference(done: Sequence[dict[str, Any]]) -> list[str]:
-    lat = [a for a in done if a["inference_ms_per_image"]]
-    thr = [a for a in done if a["inference_images_per_second"]]
+    """Inference speed of the classifiers, in images (the detector's, in scenes, is its own finding)."""
+    lat = [a for a in done if a["inference_ms_per_image"] and not a["detector"]]
+    thr = [a for a in done if a["inference_images_per_second"] and not a["detector"]]
     if len(lat) < 2 or len(thr) < 2:
         return []
     fast = min(lat, key=lambda a: a["inference_ms_per_image"])
     bulk = max(thr, key=lambda a: a["inference_images_per_second"])
-    return [f"Fastest single-image inference: {fast['model']} ({fast['inference_ms_per_image']:.3g} ms per "
-            f"image); highest large-batch throughput: {bulk['model']} "
+    return [f"Fastest single-image inference: {fast['label']} ({fast['inference_ms_per_image']:.3g} ms per "
+            f"image); highest large-batch throughput: {bulk['label']} "
             f"({bulk['inference_images_per_second']:,.0f} images/s)."]
 
 
-def _detector_findings(aggs: Sequence[dict[str, Any]], reps: dict[str, dict[str, Any]]) -> list[str]:
+def _detector_findings(an: Analysis) -> list[str]:
     out = []
-    for a in aggs:
-        if a["map_50"] is not None:
-            rep = reps.get(a["model"], {}).get("summary", {})
-            extra = f", mAP@[.5:.95] {rep['map']:.3f}" if rep.get("map") is not None else ""
-            none = rep.get("no_detection_count")
-            out.append(f"**{a['model']}** finds digits in scenes with mAP@0.5 {a['map_50']:.3f}{extra}"
-                       + (f"; {none} test images got no detection at all." if none is not None else "."))
+    for a in an.aggs:
+        if a["map_50"] is None or an.reps.get(a["model"], {}).get("row", {}).get("budget_s") != a["budget_s"]:
+            continue
+        rep = an.reps[a["model"]]["summary"]
+        extra = f", mAP@[.5:.95] {rep['map']:.3f}" if rep.get("map") is not None else ""
+        text = f"**{a['model']}** finds digits in scenes with mAP@0.5 {a['map_50']:.3f}{extra}"
+        if a["inference_ms_per_scene"]:
+            text += f"; {a['inference_ms_per_scene']:.3g} ms per scene at batch 1"
+        if a["inference_scenes_per_second"]:
+            text += f", {a['inference_scenes_per_second']:,.0f} scenes/s in batches"
+        none = rep.get("no_detection_count")
+        if a["test_accuracy"] is not None:
+            text += (f". Classifying each test digit by its best box, it is scored on the classifiers' test images "
+                     f"(paired tests above): {pct(a['test_accuracy'])}"
+                     + (f", with {none} digits where it found nothing (counted wrong)" if none else ""))
+        out.append(text + ".")
     return out
 
 
+# --- where the classifiers go wrong ----------------------------------------------------------------
 def _class_findings(reps: dict[str, dict[str, Any]]) -> list[str]:
     """The class with the lowest F1, per model, and whether the models agree on it."""
     worst: dict[str, list[str]] = {}
@@ -178,7 +245,6 @@ def _class_findings(reps: dict[str, dict[str, Any]]) -> list[str]:
     return [text + (f"; the hardest class is {'; '.join(others)}" if others else "") + "."]
 
 
-# --- where the classifiers go wrong ----------------------------------------------------------------
 def _disagreement_findings(an: Analysis) -> list[str]:
     """The test images most models get wrong, and the pairs of models with the most and least shared errors."""
     errs, n = an.errors, an.errors_n

@@ -27,6 +27,16 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def p_value(p: float) -> str:
+    """A p-value as a reader needs it: '< 0.001', '0.012', '0.41', '1'."""
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
+
+
+def interval(low: float, high: float) -> str:
+    """An accuracy interval in percent: '97.91–98.47'."""
+    return f"{100 * low:.2f}–{100 * high:.2f}"
+
+
 def names(items: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = list(items)
@@ -35,9 +45,11 @@ def names(items: Sequence[str]) -> str:
 
 FORMATS = {
     "test_accuracy": lambda x: f"{100 * x:.2f}", "test_macro_f1": lambda x: f"{x:.4f}",
-    "test_loss": lambda x: f"{x:.4f}", "train_seconds": secs, "time_to_99": secs,
-    "train_images_per_second": lambda x: f"{x:,.0f}", "inference_ms_per_image": lambda x: f"{x:.3g}",
-    "inference_images_per_second": lambda x: f"{x:,.0f}", "params": si, "flops_per_image": si,
+    "test_loss": lambda x: f"{x:.4f}", "test_detection_loss": lambda x: f"{x:.4f}", "train_seconds": secs,
+    "time_to_99": secs, "images_seen": si, "train_images_per_second": lambda x: f"{x:,.0f}",
+    "inference_ms_per_image": lambda x: f"{x:.3g}", "inference_images_per_second": lambda x: f"{x:,.0f}",
+    "inference_ms_per_scene": lambda x: f"{x:.3g}", "inference_scenes_per_second": lambda x: f"{x:,.0f}",
+    "params": si, "flops_per_image": si,
     "peak_memory_mb": lambda x: f"{x:,.0f}", "map_50": lambda x: f"{x:.3f}",
 }
 
@@ -48,13 +60,13 @@ def value(row: dict[str, Any], col: str) -> str:
     return "–" if v is None else FORMATS[col](v)
 
 
-def cell(a: dict[str, Any], col: str) -> str:
-    """An aggregate's column as 'mean ± std' (std only with several seeds); '–' when unknown."""
+def cell(a: dict[str, Any], col: str, spread: bool = True) -> str:
+    """An aggregate's column as 'mean ± std' (std only with several seeds and `spread`); '–' when unknown."""
     v = a.get(col)
     if v is None:
         return "–"
     f = FORMATS[col]
-    std = a.get(f"{col}_std")
+    std = a.get(f"{col}_std") if spread else None
     text = f(v) if not std else f"{f(v)} ± {f(std)}"  # no "± 0" for what seeds do not change (parameters)
     n = a.get(f"{col}_n", a["ok"])
     return text if n == a["ok"] else f"{text} ({n}/{a['ok']} seeds)"

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..fsio import write_bytes
 from ..record import DETECTIONS, status
+from . import tables
+from .about import about, partial
 from .document import FIGURES, Doc
-from .findings import about, findings
-from .formatting import cell, pct, value
+from .findings import findings
+from .formatting import pct
+from .paired import ALPHA, classifiers
 from .results import (
     RESULTS_CSV,
     RESULTS_JSON,
     Analysis,
     analyse,
-    classifiers,
     failed_row,
     read_results,
     read_row,
@@ -25,15 +27,9 @@ from .results import (
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 MISTAKES_SHOWN = 16
-LEADERBOARD = (("test accuracy (%)", "test_accuracy"), ("macro-F1", "test_macro_f1"), ("test loss", "test_loss"),
-               ("training (s)", "train_seconds"), ("time to 99 % (s)", "time_to_99"),
-               ("train images/s", "train_images_per_second"),
-               ("inference ms/image (batch 1)", "inference_ms_per_image"),
-               ("inference images/s (large batch)", "inference_images_per_second"), ("parameters", "params"),
-               ("FLOPs/image", "flops_per_image"), ("peak memory (MB)", "peak_memory_mb"))
 
 
-def rebuild(study: str | Path) -> list[dict[str, Any]]:
+def rebuild(study: str | Path) -> Analysis:
     """`mnistbench report DIR`: re-read every finished run, rewrite results.csv/json and the report."""
     study = Path(study)
     if not study.is_dir():
@@ -42,39 +38,41 @@ def rebuild(study: str | Path) -> list[dict[str, Any]]:
     rows = []
     for r in old:
         if r["status"] == "ok" and status(study / r["run_dir"]) != "finished":
-            r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"],
+            r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"], budget_s=r["budget_s"],
                            error=f"{r['run_dir']} no longer holds a finished run")
         elif r["status"] == "ok":
-            r = read_row(study, r["run_dir"], preset=r["preset"])
+            r = read_row(study, r["run_dir"], preset=r["preset"], budget_s=r["budget_s"])
         rows.append(r)
-    write_results(study, meta, rows)
-    build_report(study, meta, rows)
-    return rows
-
-
-def build_report(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
-    """Write figures/, report.md and report.html for the study folder; returns the HTML path."""
     an = analyse(study, meta, rows)
+    write_results(study, meta, rows, an.comparisons)
+    build_report(study, meta, rows, analysis=an)
+    return an
+
+
+def build_report(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]], *,
+                 analysis: Analysis | None = None) -> Path:
+    """Write figures/, report.md and report.html for the study folder; returns the HTML path."""
+    an = analysis or analyse(study, meta, rows)
     doc = Doc()
     title = f"mnistbench study: {', '.join(an.models)} on {an.dataset}"
     doc.h(1, title)
-    doc.p(" ".join(about(meta, rows)))
+    doc.p(" ".join(about(an)))
+    if partial(an):
+        doc.p(partial(an))
+    if meta.get("command"):
+        doc.p(f"Reproduce (finished runs are skipped): `{meta['command']}`")
     doc.h(2, "What this run shows")
     doc.bullets(findings(an))
-    doc.h(2, "Leaderboard")
-    doc.table(*leaderboard(an))
-    doc.p("Test accuracy, macro-F1 and loss on the test set with the best-validation weights; training seconds "
-          "count training steps only; time to 99 % is the training time at the first epoch end with 99 % "
-          "validation accuracy; FLOPs are counted by torch.utils.flop_counter for one 28×28 image; ★ marks the "
-          "Pareto front of accuracy against training time.")
+    _tables(doc, an)
     doc.h(2, "Settings per model")
-    doc.table(*_settings_table(meta, rows))
+    doc.table(*tables.settings_table(meta, rows))
     if an.reps:
         _figure_sections(doc, an)
     doc.h(2, "All runs")
-    doc.table(*_runs_table(rows))
-    doc.p(f"Every number above is in `{RESULTS_CSV}` and `{RESULTS_JSON}`; each run folder holds its config, "
-          "metrics, summary, weights and figures. `mnistbench report DIR` rebuilds this report from the run folders.")
+    doc.table(*tables.runs_table(an))
+    doc.p(f"Every number above is in `{RESULTS_CSV}` and `{RESULTS_JSON}` (the paired tests under `comparisons`); "
+          "each run folder holds its config, metrics, summary, predictions, weights and figures. "
+          "`mnistbench report DIR` rebuilds this report from the run folders.")
     return _write(doc, Path(study), title)
 
 
@@ -89,47 +87,70 @@ def _write(doc: Doc, study: Path, title: str) -> Path:
 
 
 # --- tables ----------------------------------------------------------------------------------------
-def leaderboard(an: Analysis) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the leaderboard: finished models by mean test accuracy."""
-    aggs, front = an.aggs, an.front
-    cols = list(LEADERBOARD) + ([("mAP@0.5", "map_50")] if any(a["map_50"] is not None for a in aggs) else [])
-    headers = ["#", "model", "runs ok"] + [h for h, _ in cols] + ["pretrained", "Pareto", "device"]
-    rows = []
-    for i, a in enumerate(a for a in aggs if a["test_accuracy"] is not None or a["map_50"] is not None):
-        rows.append([str(i + 1), a["model"], f"{a['ok']}/{a['runs']}"] + [cell(a, c) for _, c in cols]
-                    + ["yes" if a["pretrained"] else "no", "★" if a["model"] in front else "", a["device"] or "–"])
-    return headers, rows
+def _tables(doc: Doc, an: Analysis) -> None:
+    """Accuracy, accuracy against budget, the paired tests and the cost of each model."""
+    doc.h(2, "Accuracy")
+    doc.table(*tables.accuracy_table(an))
+    several = any(a["ok"] > 1 for a in an.aggs)
+    doc.p("Test accuracy and macro-F1 on the test set with the best-validation weights"
+          + (", mean ± sample std over seeds; the seed range is the lowest and highest seed" if several else
+             "; the 95 % CI is the Wilson score interval of the accuracy on these test images")
+          + ". Time to 99 % is the training time at the first validation with 99 % validation accuracy"
+          + (", averaged over the seeds that reached it (k/n)" if several else "") + "."
+          + (" A detector's accuracy is classification by detection (its best box per test digit; no box counts "
+             "as wrong) on the classifiers' test images; its mAP is on test scenes." if any(
+                 a["detector"] for a in an.aggs) else ""))
+    if len(an.budgets) >= 2:
+        _budget_section(doc, an)
+    doc.h(2, "Paired comparisons")
+    _comparisons(doc, an)
+    doc.h(2, "Cost")
+    doc.table(*tables.cost_table(an))
+    doc.p("Training seconds count training steps only" + (" (of the budget)" if an.budgets else "")
+          + "; throughput and latency are in each model's own unit: images for classifiers, scenes (canvases of "
+          "several digits) for a detector. FLOPs are counted by torch.utils.flop_counter for one 28×28 image. "
+          f"Peak memory: {tables.memory_kinds(an)}. Speeds and sizes are means over seeds (every run's are in "
+          f"`{RESULTS_CSV}`). ★ marks the Pareto front of accuracy against training time.")
 
 
-def _settings_table(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Per model: its overrides, and the schedule and data sizes of its first finished run."""
-    plan = meta.get("plan", {})
-    out = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        ok = next((x for x in rows if x["model"] == model and x["status"] == "ok"),
-                  next(x for x in rows if x["model"] == model))
-        over = plan.get(model, {})
-        out.append([model, ", ".join(f"{k}={v}" for k, v in over.items()) or "(none)",
-                    _dash(ok["epochs"], str), _dash(ok["train_images"], "{:,}".format),
-                    _dash(ok["test_images"], "{:,}".format),
-                    "–" if ok["status"] != "ok" else ("yes" if ok["pretrained"] else "no")])
-    return ["model", "preset and --set overrides", "epochs", "training images", "test images", "pretrained"], out
+def _comparisons(doc: Doc, an: Analysis) -> None:
+    if not an.comparisons:
+        doc.p("No pair of models could be tested: it needs two finished runs with per-image predictions "
+              "(predictions.json) on the same test images.")
+    for budget, table in tables.comparison_tables(an):
+        if budget is not None:
+            doc.h(3, f"{budget:g} s of training")
+        doc.table(*table)
+    if an.comparisons:
+        doc.p("Each row pairs two models on the same test images (the same official test-set indices), seed k of "
+              "one with seed k of the other. b: images A gets right and B wrong; c: the reverse. p: the exact "
+              "two-sided McNemar test (under no difference each of the b + c disagreements is a fair coin); "
+              f"Holm p: corrected over all {len(an.comparisons)} tests of this study. A difference is called "
+              f"significant when Holm p < {ALPHA:g}.")
+    if an.uncompared:
+        doc.p("Not compared: " + "; ".join(an.uncompared) + ".")
 
 
-def _runs_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["model", "seed", "status", "test accuracy (%)", "training (s)", "time to 99 % (s)", "run folder",
-               "error"]
-    return headers, [[r["model"], str(r["seed"]), r["status"], value(r, "test_accuracy"), value(r, "train_seconds"),
-                      value(r, "time_to_99"), r["run_dir"], r["error"] or ""] for r in rows]
+def _budget_section(doc: Doc, an: Analysis) -> None:
+    from . import figures as figs
+
+    series: dict[str, list[tuple[float, float, float | None]]] = {}
+    for a in an.aggs:
+        if a["budget_s"] is not None and a["test_accuracy"] is not None:
+            series.setdefault(a["model"], []).append((a["budget_s"], a["test_accuracy"], a["test_accuracy_std"]))
+    if series:
+        doc.h(2, "Accuracy against training budget")
+        doc.figure(BUDGET_FIGURE, figs.accuracy_vs_budget(series, an.models), "Test accuracy against training "
+                   "budget, one line per model (mean ± std over seeds; log budget axis): what more training time buys.")
 
 
-def _dash(v: Any, fmt) -> str:
-    return "–" if v is None else fmt(v)
+BUDGET_FIGURE = "accuracy_vs_budget.png"
 
 
 # --- figures ---------------------------------------------------------------------------------------
 def _label(model: str, rep: dict[str, Any]) -> str:
-    return f"{model} (seed {rep['row']['seed']})"
+    budget = rep["row"].get("budget_s")
+    return f"{model} (seed {rep['row']['seed']}" + (f", {budget:g} s)" if budget is not None else ")")
 
 
 def _figure_sections(doc: Doc, an: Analysis) -> None:
@@ -147,7 +168,8 @@ def _figure_sections(doc: Doc, an: Analysis) -> None:
     if cms:
         doc.h(2, "Confusion matrices")
         doc.figure("confusions.png", figs.confusions(cms, an.classes), "Confusion matrices (rows: true class, "
-                   "columns: predicted; numbers: errors; log colour scale).")
+                   "columns: predicted, and for a detector a last column \"none\": no digit found; numbers: errors; "
+                   "log colour scale).")
     if an.mean_f1:
         doc.h(2, "Per-class F1")
         doc.figure("per_class_f1.png", figs.per_class_f1(an.mean_f1, an.classes), "Per-class F1 on the test set"
@@ -164,12 +186,12 @@ def _figure_sections(doc: Doc, an: Analysis) -> None:
 def _pareto_section(doc: Doc, an: Analysis) -> None:
     from . import figures as figs
 
-    timed = [a for a in an.aggs if a["model"] in an.dominated]
+    timed = [a for a in an.aggs if a["label"] in an.dominated]
     if not timed:
         return
-    points = [{"model": a["model"], "seconds": a["train_seconds"], "accuracy": a["test_accuracy"],
+    points = [{"model": a["model"], "label": a["label"], "seconds": a["train_seconds"], "accuracy": a["test_accuracy"],
                "seconds_std": a["train_seconds_std"], "accuracy_std": a["test_accuracy_std"],
-               "front": a["model"] in an.front} for a in timed]
+               "front": a["label"] in an.front} for a in timed]
     doc.h(2, "Accuracy against training time")
     doc.figure("pareto.png", figs.pareto(points, an.models), "Test accuracy against training seconds "
                "(mean ± std over seeds); stars and the dashed line: the Pareto front.")
@@ -183,6 +205,16 @@ def _test_images(rep: dict[str, Any]):
         return load_test_images(rep["summary"]["dataset"], rep["config"].get("data_dir") or None), None
     except (UserError, OSError) as e:
         return None, str(e)
+
+
+def _predicted(classes, pred: int) -> str:
+    return "none" if pred < 0 else classes[pred][:5]
+
+
+def _of(an: Analysis) -> str:
+    """Which test images the error sets cover: all that every model scored, or the first n of them."""
+    first = an.errors_n < max(an.reps[m]["row"]["test_images"] or 0 for m in an.errors)
+    return f"of the first {an.errors_n} test images" if first else f"of the {an.errors_n} test images they all scored"
 
 
 def _mistakes_section(doc: Doc, an: Analysis) -> None:
@@ -202,19 +234,21 @@ def _mistakes_section(doc: Doc, an: Analysis) -> None:
         mis = rep["summary"]["misclassified"][:MISTAKES_SHOWN]
         total = rep["summary"].get("misclassified_count", len(mis))
         rows.append((f"{_label(m, rep)}: {total} wrong, first {len(mis)} shown",
-                     [(images[e["index"]], f"{classes[e['true']][:5]}→{classes[e['pred']][:5]}") for e in mis]))
+                     [(images[e["index"]], f"{classes[e['true']][:5]}→{_predicted(classes, e['pred'])}")
+                      for e in mis]))
     doc.figure("mistakes.png", figs.image_rows(rows, MISTAKES_SHOWN),
-               "Misclassified test digits per model, in test-set order; captions: true→predicted.")
-    errs, n = an.errors, an.errors_n
+               "Misclassified test digits per model, in test-set order; captions: true→predicted (none: a "
+               "detector found no digit).")
+    errs = an.errors
     if len(errs) < 2:
         return
     counts = Counter(i for e in errs.values() for i in e)
     hardest = sorted(counts, key=lambda i: (-counts[i], i))[:MISTAKES_SHOWN]
-    truth = {e["index"]: e["true"] for rep in wrong.values() for e in rep["summary"]["misclassified"]}
-    doc.figure("hardest.png", figs.image_rows([(f"the test digits most models get wrong (of the first {n})",
+    truth, of = an.targets, _of(an)
+    doc.figure("hardest.png", figs.image_rows([(f"the test digits most models get wrong ({of})",
                                                 [(images[i], f"#{i} {classes[truth[i]][:5]}: {counts[i]}/{len(errs)}")
                                                  for i in hardest])], MISTAKES_SHOWN),
                "Test digits wrong for the most models; captions: index, true class, how many models miss it.")
     models = list(errs)
-    doc.p(f"Shared errors between models among the first {n} test images (diagonal: each model's own errors):")
+    doc.p(f"Shared errors between models ({of}; diagonal: each model's own errors):")
     doc.table(["model"] + models, [[a] + [str(len(set(errs[a]) & set(errs[b]))) for b in models] for a in models])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +14,26 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import UserError
 from ..fsio import read_json, write_bytes, write_json
-from ..record import SUMMARY, read_config, read_metrics, read_summary
+from ..metrics import wilson_interval
+from ..record import SUMMARY, read_config, read_metrics, read_summary, status
+from . import paired
 
 RESULTS_JSON, RESULTS_CSV = "results.json", "results.csv"
 
-# One row per model and seed, in study order. The last five columns label slices and schedules.
-COLUMNS = ("model", "seed", "status", "error", "test_accuracy", "test_macro_f1", "test_loss", "train_seconds",
-           "time_to_99", "train_images_per_second", "inference_ms_per_image", "inference_images_per_second",
-           "params", "flops_per_image", "peak_memory_mb", "device", "pretrained", "map_50", "preset", "run_dir",
+# One row per run (model, budget and seed), in study order. The last five columns label slices and schedules.
+# A detector's loss and speed have their own columns (scenes, not 28×28 images; not a cross-entropy).
+COLUMNS = ("model", "seed", "budget_s", "status", "error", "test_accuracy", "test_accuracy_low",
+           "test_accuracy_high", "test_macro_f1", "test_loss", "test_detection_loss", "train_seconds", "time_to_99",
+           "images_seen", "train_images_per_second", "inference_ms_per_image", "inference_images_per_second",
+           "inference_ms_per_scene", "inference_scenes_per_second", "params", "flops_per_image", "peak_memory_mb",
+           "peak_memory_kind", "precision", "device", "pretrained", "map_50", "preset", "run_dir",
            "epochs", "train_images", "test_images", "train_limit", "test_limit")
-NUMERIC = ("test_accuracy", "test_macro_f1", "test_loss", "train_seconds", "time_to_99", "train_images_per_second",
-           "inference_ms_per_image", "inference_images_per_second", "params", "flops_per_image", "peak_memory_mb",
+NUMERIC = ("test_accuracy", "test_macro_f1", "test_loss", "test_detection_loss", "train_seconds", "time_to_99",
+           "images_seen", "train_images_per_second", "inference_ms_per_image", "inference_images_per_second",
+           "inference_ms_per_scene", "inference_scenes_per_second", "params", "flops_per_image", "peak_memory_mb",
            "map_50")
+SCENE_KEYS = {"test_loss": "test_detection_loss", "inference_images_per_second": "inference_scenes_per_second",
+              "inference_ms_per_image": "inference_ms_per_scene"}  # a detector's summary from before its own units
 
 
 def class_names(dataset: str) -> tuple[str, ...]:
@@ -36,33 +43,53 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 
 # --- rows ------------------------------------------------------------------------------------------
-def run_row(summary: Mapping[str, Any], config: Mapping[str, Any], *, run_dir: str, preset: str) -> dict[str, Any]:
-    """The result row of a finished run from its summary and config (`run_dir` relative to the study)."""
-    s, cm = summary, summary.get("confusion_matrix")
+def run_row(summary: Mapping[str, Any], config: Mapping[str, Any], *, run_dir: str, preset: str,
+            budget_s: float | None = None) -> dict[str, Any]:
+    """The result row of a finished run from its summary and config (`run_dir` relative to the study).
+
+    `budget_s`: the run's training budget in seconds; by default the summary's (or the config's), None
+    for a run trained for a number of epochs.
+    """
+    s, cm, budget = dict(summary), summary.get("confusion_matrix"), summary.get("budget") or {}
+    if s.get("map_50") is not None and "inference_scenes_per_second" not in s:
+        s.update({new: s.pop(old, None) for old, new in SCENE_KEYS.items()})
+    n = sum(map(sum, cm)) if cm else s.get("test_images")
+    low, high = wilson_interval(round(s["test_accuracy"] * n), n) if n and s.get("test_accuracy") is not None \
+        else (None, None)
+    budget_s = budget_s if budget_s is not None else budget.get("budget_s") or config.get("budget_s") or None
+    seen = s.get("images_seen", budget.get("images_seen"))
     return {
-        "model": config["model"], "seed": config["seed"], "status": "ok", "error": "",
-        **{k: s.get(k) for k in ("test_accuracy", "test_macro_f1", "test_loss", "train_seconds")},
+        "model": config["model"], "seed": config["seed"], "budget_s": budget_s, "status": "ok", "error": "",
+        "test_accuracy": s.get("test_accuracy"), "test_accuracy_low": low, "test_accuracy_high": high,
+        **{k: s.get(k) for k in ("test_macro_f1", "test_loss", "test_detection_loss", "train_seconds")},
         "time_to_99": (s.get("time_to_accuracy") or {}).get("0.99"),
+        "images_seen": seen if seen is not None else _times(s.get("steps"), config.get("batch_size")),
         **{k: s.get(k) for k in ("train_images_per_second", "inference_ms_per_image", "inference_images_per_second",
-                                 "params", "flops_per_image", "peak_memory_mb", "device")},
+                                 "inference_ms_per_scene", "inference_scenes_per_second", "params",
+                                 "flops_per_image", "peak_memory_mb", "peak_memory_kind", "precision", "device")},
         "pretrained": s.get("weights_source") is not None,
         "map_50": s.get("map_50"), "preset": preset, "run_dir": run_dir,
         "epochs": s.get("epochs_completed", config["epochs"]), "train_images": s.get("train_images"),
-        "test_images": sum(map(sum, cm)) if cm else s.get("test_images"),
-        "train_limit": config.get("train_limit"), "test_limit": config.get("test_limit"),
+        "test_images": n, "train_limit": config.get("train_limit"), "test_limit": config.get("test_limit"),
     }
 
 
-def read_row(study: Path, run_dir: str, *, preset: str) -> dict[str, Any]:
+def _times(a: float | None, b: float | None) -> float | None:
+    return a * b if a is not None and b is not None else None
+
+
+def read_row(study: Path, run_dir: str, *, preset: str, budget_s: float | None = None) -> dict[str, Any]:
     """The row of a finished run, read from its folder."""
     folder = Path(study) / run_dir
-    return run_row(read_summary(folder), read_config(folder), run_dir=run_dir, preset=preset)
+    return run_row(read_summary(folder), read_config(folder), run_dir=run_dir, preset=preset, budget_s=budget_s)
 
 
-def failed_row(model: str, seed: int, *, preset: str, run_dir: str, error: str) -> dict[str, Any]:
+def failed_row(model: str, seed: int, *, preset: str, run_dir: str, error: str,
+               budget_s: float | None = None) -> dict[str, Any]:
     """The row of a run that raised: its one-line reason and no numbers."""
     row = dict.fromkeys(COLUMNS)
-    row.update(model=model, seed=seed, status="failed", error=error, preset=preset, run_dir=run_dir)
+    row.update(model=model, seed=seed, budget_s=budget_s or None, status="failed", error=error, preset=preset,
+               run_dir=run_dir)
     return row
 
 
@@ -75,24 +102,30 @@ def _csv_value(v: Any) -> str:
     return str(v)
 
 
-def write_results(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Atomically rewrite results.json (study settings, rows, per-model aggregates) and results.csv."""
-    write_json(Path(study) / RESULTS_JSON, {"study": meta, "columns": list(COLUMNS), "rows": rows,
-                                            "models": aggregate(rows)})
+def write_results(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]],
+                  comparisons: list[dict[str, Any]] | None = None) -> None:
+    """Atomically rewrite results.json (study settings, rows, aggregates per model and budget, the paired
+    comparisons) and results.csv. Without `comparisons` they are computed from the runs' predictions."""
+    study = Path(study)
+    if comparisons is None:
+        comparisons = paired.comparisons(rows, paired.load_predictions(study, rows))[0]
+    write_json(study / RESULTS_JSON, {"study": meta, "columns": list(COLUMNS), "rows": rows,
+                                      "models": aggregate(rows), "comparisons": comparisons})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([_csv_value(r.get(c)) for c in COLUMNS])
-    write_bytes(Path(study) / RESULTS_CSV, buf.getvalue().encode())
+    write_bytes(study / RESULTS_CSV, buf.getvalue().encode())
 
 
 def read_results(study: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(study settings, rows) of results.json; without it, rows of every finished run under runs/."""
+    """(study settings, rows) of results.json; without it, rows of every finished run under runs/. Rows of an
+    older version get the columns they lack, empty."""
     study = Path(study)
     if (study / RESULTS_JSON).exists():
         doc = read_json(study / RESULTS_JSON, "study folder")
-        return doc.get("study", {}), doc.get("rows", [])
+        return doc.get("study", {}), [{**dict.fromkeys(COLUMNS), **r} for r in doc.get("rows", [])]
     finished = sorted((study / "runs").glob(f"*/{SUMMARY}"))
     if not finished:
         raise UserError(f"{study} holds no {RESULTS_JSON} and no finished runs; is it a `mnistbench compare` folder?")
@@ -101,34 +134,48 @@ def read_results(study: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 # --- across seeds and models -----------------------------------------------------------------------
+def label(model: str, budget_s: float | None) -> str:
+    """How the report names a model at a budget: 'cnn', or 'cnn @ 30 s' in a study with budgets."""
+    return model if budget_s is None else f"{model} @ {budget_s:g} s"
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model, over its finished seeds: mean and sample std of every numeric column; most accurate first."""
-    by_model: dict[str, list[dict[str, Any]]] = {}
+    """Per model and budget, over its finished seeds: mean and sample std of every numeric column, the seed
+    range of test accuracy; by budget, then most accurate first."""
+    groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
     for r in rows:
-        by_model.setdefault(r["model"], []).append(r)
-    out = [_aggregate_model(model, rs) for model, rs in by_model.items()]
-    return sorted(out, key=lambda a: (a["test_accuracy"] is None, -(a["test_accuracy"] or 0.0)))
+        groups.setdefault((r["model"], r.get("budget_s")), []).append(r)
+    out = [_aggregate_model(model, budget, rs) for (model, budget), rs in groups.items()]
+    return sorted(out, key=lambda a: (paired.budget_order(a["budget_s"]), a["test_accuracy"] is None,
+                                      -(a["test_accuracy"] or 0.0)))
 
 
-def _aggregate_model(model: str, rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _aggregate_model(model: str, budget: float | None, rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rs if r["status"] == "ok"]
-    a: dict[str, Any] = {"model": model, "runs": len(rs), "ok": len(ok), "seeds": [r["seed"] for r in ok]}
+    a: dict[str, Any] = {"model": model, "budget_s": budget, "label": label(model, budget), "runs": len(rs),
+                         "ok": len(ok), "seeds": [r["seed"] for r in ok]}
     for c in NUMERIC:
         vals = [float(r[c]) for r in ok if r.get(c) is not None]
         a[c] = statistics.fmean(vals) if vals else None
         a[f"{c}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         a[f"{c}_n"] = len(vals)
+    accs = [r["test_accuracy"] for r in ok if r.get("test_accuracy") is not None]
+    a["test_accuracy_min"], a["test_accuracy_max"] = (min(accs), max(accs)) if accs else (None, None)
+    one = ok[0] if len(ok) == 1 else {}  # one run: its Wilson interval; several: the seed range says more
+    a["test_accuracy_low"], a["test_accuracy_high"] = one.get("test_accuracy_low"), one.get("test_accuracy_high")
+    a["detector"] = any(r.get("map_50") is not None for r in ok)
     a["pretrained"] = any(r["pretrained"] for r in ok)
-    a["device"] = ok[0]["device"] if ok else None
+    for key in ("device", "precision", "peak_memory_kind"):
+        a[key] = "/".join(sorted({str(r[key]) for r in ok if r.get(key)})) or None
     a["errors"] = [f"seed {r['seed']}: {r['error']}" for r in rs if r["status"] != "ok"]
     return a
 
 
 def pareto_models(aggs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """For each model with accuracy and time: the models that dominate it (faster or as fast, and more
-    accurate or as accurate, better in one); an empty list means it is on the Pareto front."""
+    """For each aggregate (by label) with accuracy and time: those that dominate it (faster or as fast, and
+    more accurate or as accurate, better in one); an empty list means it is on the Pareto front."""
     pts = [a for a in aggs if a["test_accuracy"] is not None and a["train_seconds"]]
-    return {p["model"]: [q["model"] for q in pts if q is not p
+    return {p["label"]: [q["label"] for q in pts if q is not p
                          and q["train_seconds"] <= p["train_seconds"] and q["test_accuracy"] >= p["test_accuracy"]
                          and (q["train_seconds"] < p["train_seconds"] or q["test_accuracy"] > p["test_accuracy"])]
             for p in pts}
@@ -139,9 +186,13 @@ def pareto_models(aggs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
 class Analysis:
     """Everything the report shows, computed once from the rows and the finished run folders.
 
-    runs: per finished row, {"row", "folder", "summary", "config", "metrics"} (each folder read once);
-    reps: per model, its run with the lowest seed; dominated: pareto_models(aggs);
-    errors, errors_n: error_sets() of the classifiers' representatives; mean_f1: per model, per class.
+    runs: per finished row, {"row", "folder", "summary", "config", "metrics", "predictions"} (each folder
+    read once); aggs: aggregate(rows), one per model and budget; dominated: pareto_models(aggs), by label;
+    reps: per model, its run with the largest budget and the lowest seed; errors, errors_n, targets:
+    paired.error_sets() of the representatives; mean_f1: per model, per class, over the representative's
+    budget; comparisons, uncompared: paired.comparisons(); verdicts: paired.verdicts(comparisons);
+    budgets: the budgets of the study (empty without); planned: how many runs the study plans; missing:
+    the planned runs without a row, each {"model", "seed", "budget_s", "run_dir", "state"}.
     """
 
     study: Path
@@ -154,78 +205,73 @@ class Analysis:
     reps: dict[str, dict[str, Any]]
     errors: dict[str, dict[int, int]]
     errors_n: int
+    targets: dict[int, int]
     mean_f1: dict[str, list[float]]
     dataset: str
     classes: tuple[str, ...]
+    comparisons: list[dict[str, Any]]
+    uncompared: list[str]
+    verdicts: list[dict[str, Any]]
+    budgets: list[float]
+    planned: int
+    missing: list[dict[str, Any]]
 
     @property
     def front(self) -> set[str]:
-        """The models on the Pareto front of accuracy against training time."""
+        """The labels (model, or model and budget) on the Pareto front of accuracy against training time."""
         return {m for m, by in self.dominated.items() if not by}
+
+    @property
+    def finished(self) -> int:
+        """How many runs finished."""
+        return sum(r["status"] == "ok" for r in self.rows)
 
 
 def analyse(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Analysis:
     """Read each finished run folder once and compute every cross-run analysis the report needs."""
     study = Path(study)
+    predictions = paired.load_predictions(study, rows)
     runs = []
     for r in rows:
         if r["status"] == "ok":
             folder = study / r["run_dir"]
-            runs.append({"row": r, "folder": folder, "summary": read_summary(folder),
-                         "config": read_config(folder), "metrics": read_metrics(folder)})
+            runs.append({"row": r, "folder": folder, "summary": read_summary(folder), "config": read_config(folder),
+                         "metrics": read_metrics(folder), "predictions": predictions[r["run_dir"]]})
     reps: dict[str, dict[str, Any]] = {}
-    for run in sorted(runs, key=lambda run: run["row"]["seed"]):
-        reps.setdefault(run["row"]["model"], run)
+    for run in sorted(runs, key=lambda run: (paired.budget_order(run["row"]["budget_s"]), -run["row"]["seed"])):
+        reps[run["row"]["model"]] = run  # the last one set wins: largest budget, lowest seed
+    reps = {m: reps[m] for m in dict.fromkeys(r["model"] for r in rows) if m in reps}
     aggs = aggregate(rows)
     dataset = next((rep["summary"]["dataset"] for rep in reps.values()), meta.get("dataset", "mnist"))
     classes = class_names(dataset)
-    errors, n = error_sets(reps)
+    errors, n, targets = paired.error_sets(reps)
+    tests, uncompared = paired.comparisons(rows, predictions)
+    budgets = sorted({float(b) for b in meta.get("budgets") or []} | {r["budget_s"] for r in rows if r["budget_s"]})
+    planned = meta.get("planned") or []
     return Analysis(study, meta, rows, list(dict.fromkeys(r["model"] for r in rows)), runs, aggs,
-                    pareto_models(aggs), reps, errors, n, _mean_f1(runs, len(classes)), dataset, classes)
+                    pareto_models(aggs), reps, errors, n, targets, _mean_f1(runs, reps, len(classes)), dataset,
+                    classes, tests, uncompared, paired.verdicts(tests), budgets, len(planned) or len(rows),
+                    missing_runs(study, planned, rows))
 
 
-def classifiers(reps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The representatives whose summaries list misclassified test images and a confusion matrix."""
-    return {m: rep for m, rep in reps.items()
-            if rep["summary"].get("misclassified") is not None and rep["summary"].get("confusion_matrix")}
+def missing_runs(study: Path, planned: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict]:
+    """The planned runs that have no row: 'interrupted' (a checkpoint to resume from) or 'not started'."""
+    have = {r["run_dir"] for r in rows}
+    out = []
+    for p in planned:
+        if p["run_dir"] not in have:
+            state = status(Path(study) / p["run_dir"])
+            out.append({**p, "state": {"interrupted": "interrupted", "finished": "finished, not yet recorded"}
+                        .get(state, "not started")})
+    return out
 
 
-def error_sets(reps: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[int, int]], int]:
-    """Per classifier, {test index: predicted class} of its errors among the first `n` test images, and `n`.
-
-    Summaries list only the first errors (by index) of a model with many, so the comparison covers the
-    test images up to where every model's list is complete.
-    """
-    lists, n = {}, None
-    for model, rep in classifiers(reps).items():
-        s = rep["summary"]
-        mis = s["misclassified"]
-        complete = len(mis) >= s.get("misclassified_count", len(mis))
-        covered = rep["row"]["test_images"] if complete or not mis else mis[-1]["index"] + 1
-        n = covered if n is None else min(n, covered)
-        lists[model] = {m["index"]: m["pred"] for m in mis}
-    if n is None:
-        return {}, 0
-    return {m: {i: p for i, p in errs.items() if i < n} for m, errs in lists.items()}, n
-
-
-def error_overlaps(errs: dict[str, dict[int, int]]) -> list[tuple[float, str, str, int, int]]:
-    """Per pair of models, most similar first: (Jaccard of their error sets, a, b, shared errors, of them
-    with the same wrong label)."""
-    pairs = []
-    for a, b in itertools.combinations(errs, 2):
-        union = set(errs[a]) | set(errs[b])
-        shared = set(errs[a]) & set(errs[b])
-        same = sum(1 for i in shared if errs[a][i] == errs[b][i])
-        pairs.append((len(shared) / len(union) if union else 0.0, a, b, len(shared), same))
-    return sorted(pairs, reverse=True)
-
-
-def _mean_f1(runs: Sequence[dict[str, Any]], n_classes: int) -> dict[str, list[float]]:
-    """Per model, each class's F1 averaged over its finished seeds."""
+def _mean_f1(runs: Sequence[dict[str, Any]], reps: dict[str, dict[str, Any]], n_classes: int
+             ) -> dict[str, list[float]]:
+    """Per model, each class's F1 averaged over the seeds of its representative's budget."""
     per_model: dict[str, list[list[float]]] = {}
     for run in runs:
-        per = run["summary"].get("per_class")
-        if per and len(per) == n_classes:
-            per_model.setdefault(run["row"]["model"], []).append([p["f1"] for p in per])
+        model, per = run["row"]["model"], run["summary"].get("per_class")
+        if per and len(per) == n_classes and run["row"]["budget_s"] == reps[model]["row"]["budget_s"]:
+            per_model.setdefault(model, []).append([p["f1"] for p in per])
     return {m: [statistics.fmean(c) for c in zip(*v)] for m, v in per_model.items()}
