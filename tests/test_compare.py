@@ -6,6 +6,9 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +37,10 @@ MLP = ModelSpec(name="mlp", build=build_mlp, about="tiny MLP for tests")
 
 
 def _failing(exc: BaseException):
-    def build(*, hidden: int = 4) -> nn.Module:
-        raise exc
+    def build(*, hidden: int = 4, pretrained: bool = True) -> nn.Module:
+        if pretrained or not isinstance(exc, UserError):  # like a transfer model: no weights, no model
+            raise exc
+        return build_mlp(hidden=hidden)
     return build
 
 
@@ -95,8 +100,8 @@ def test_failing_models_become_failed_rows_and_the_others_run(tmp_path, data_dir
         monkeypatch.setitem(models.MODELS, name, ModelSpec(name=name, build=_failing(exc), about="fails"))
     monkeypatch.setitem(models.MODELS, "mlp", MLP)
     out = tmp_path / "study"
-    rows = compare(["crash", "mlp", "oom", "noweights"], out=out, data_dir=str(data_dir), quiet=True,
-                   overrides=SMALL, log=None)
+    rows = compare(["crash", "mlp", "oom", "noweights"], preset="standard", out=out, data_dir=str(data_dir),
+                   quiet=True, overrides=SMALL, log=None, executor="inline")  # standard: pretrained weights wanted
     assert [(r["model"], r["status"]) for r in rows] == [("crash", "failed"), ("mlp", "ok"), ("oom", "failed"),
                                                          ("noweights", "failed")]
     errors = {r["model"]: r["error"] for r in rows}
@@ -121,7 +126,7 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, dat
 
     out = tmp_path / "study"
     args = ["compare", "--models", "cnn,mlp", "--out", str(out), "--data-dir", str(data_dir), "--quiet",
-            *_sets(width=8)]
+            "--executor", "inline", *_sets(width=8)]
     monkeypatch.setattr(mnistbench.train, "train", interrupting_train)
     assert main(args) == 130
     err = capsys.readouterr().err
@@ -155,7 +160,8 @@ def test_ctrl_c_in_training_checkpoints_and_the_rerun_resumes_that_run(tmp_path,
             os.kill(os.getpid(), signal.SIGINT)  # the engine checkpoints mid-epoch and raises Interrupted
 
     out = tmp_path / "study"
-    args = ["compare", "--models", "mlp", "--out", str(out), "--data-dir", str(data_dir), "--quiet", *_sets()]
+    args = ["compare", "--models", "mlp", "--out", str(out), "--data-dir", str(data_dir), "--quiet",
+            "--executor", "inline", *_sets()]
     monkeypatch.setattr(engine.Trainer, "_step", step_then_ctrl_c)
     assert main(args) == 130
     assert "the interrupted one resumes from its checkpoint" in capsys.readouterr().err
@@ -199,6 +205,10 @@ def test_set_keys_go_to_the_models_that_take_them(tmp_path, data_dir, monkeypatc
         compare(["cnn"], preset="huge", out=tmp_path, data_dir=str(data_dir), log=None)
     with pytest.raises(UserError, match="lr='abc'"):
         compare(["cnn", "mlp"], out=tmp_path, data_dir=str(data_dir), overrides={"lr": "abc"}, log=None)
+    for bad, needle in (({"seed": "abc"}, "seed='abc'"), ({"patch_size": 5}, "patch_size"),
+                        ({"lr": "nan"}, "finite"), ({"lr": "inf"}, "finite")):
+        with pytest.raises(UserError, match=needle):  # vit's patch size is checked by building it, before any run
+            compare(["cnn", "vit"], out=tmp_path, data_dir=str(data_dir), overrides=bad, log=None)
     assert not list(tmp_path.iterdir())  # refused before any work
 
 
@@ -220,3 +230,59 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
     assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
 
 
+
+
+# --- one process per run ---------------------------------------------------------------------------
+def test_each_run_has_its_own_process_and_peak_memory(tmp_path, data_dir):
+    """A tiny CNN and VGG16 (138 M parameters) in one study: each run's peak memory is its own process's."""
+    out = tmp_path / "study"
+    rows = compare(["cnn", "vgg16"], out=out, data_dir=str(data_dir), quiet=True, log=None, build_report=False,
+                   overrides={**SMALL, "train_limit": 128, "val_size": 64, "test_limit": 64, "width": 4,
+                              "pretrained": False, "precision": "fp32"})
+    mem = {r["model"]: r["peak_memory_mb"] for r in rows}
+    assert all(r["status"] == "ok" for r in rows)
+    # VGG16's weights, gradients and two AdamW moments alone are 138 M x 16 bytes = 2.1 GB; the CNN is tiny
+    assert mem["vgg16"] > mem["cnn"] + 1500, mem
+    assert mem["cnn"] < 1500, mem  # not the running maximum of the study's process
+
+
+def test_a_run_failing_in_its_process_is_a_failed_row_and_compare_exits_1(tmp_path, data_dir, capsys):
+    # the detector's canvas check happens when its task is made, inside the run's process
+    out = tmp_path / "study"
+    args = ["compare", "--models", "cnn,frcnn", "--out", str(out), "--data-dir", str(data_dir), "--quiet",
+            *_sets(width=4, image_size=30, max_scale=1.15)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 runs failed: frcnn seed 0 (image_size=30 is smaller than the largest digit patch" in err
+    rows = _rows(out)
+    assert [(r["model"], r["status"]) for r in rows] == [("cnn", "ok"), ("frcnn", "failed")]
+    assert rows[1]["error"].startswith("image_size=30") and "Traceback" in (out / "runs/frcnn-seed0/error.txt").read_text()
+
+
+def test_what_killed_a_run_process_is_its_reason(tmp_path):
+    from mnistbench.study.executor import _reason
+
+    assert _reason(tmp_path, -signal.SIGKILL) == "the run's process was killed by SIGKILL (out of memory?)"
+    assert "status 3" in _reason(tmp_path, 3)
+
+
+def test_sigint_to_compare_reaches_the_running_run_and_the_rerun_resumes_it(tmp_path, data_dir):
+    """Ctrl-C on the command: the run's process checkpoints and exits, compare says how to go on (exit 130)."""
+    out = tmp_path / "study"
+    args = [sys.executable, "-m", "mnistbench", "compare", "--models", "cnn", "--out", str(out),
+            "--data-dir", str(data_dir), "--quiet",
+            *_sets(width=8, train_limit=8192, batch_size=16, epochs=3, checkpoint_minutes=0.0001)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    run = out / "runs/cnn-seed0"
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run never checkpointed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "study stopped by SIGINT during cnn seed 0" in err and "resumes from its checkpoint" in err
+    assert (run / "checkpoint.pt").exists() and not (run / "summary.json").exists()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from its checkpoint" in done.stderr and (run / "summary.json").exists()

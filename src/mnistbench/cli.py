@@ -22,7 +22,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", help="training epochs")
     p.add_argument("--batch-size", dest="batch_size", help="training batch size")
     p.add_argument("--lr", help="peak learning rate")
-    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--device", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps")
     p.add_argument("--seed", help="seed for the split, initialisation, order and augmentation")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config field or model option")
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     sub.add_parser("models", help="list registered models: parameters and default recipes")
     _compare_parsers(sub)
+    _predict_parsers(sub)
     return parser
 
 
@@ -112,11 +113,16 @@ def _compare_parsers(sub) -> None:
     p = sub.add_parser("compare", help="train every model x seed under one preset, then write the study report",
                        epilog="Rerunning the same command resumes: finished runs are skipped, failed ones retried.")
     p.add_argument("--models", help="comma-separated model names (default: every registered model)")
-    p.add_argument("--preset", default="quick", help="quick (CPU, ~15 min, slices), standard or notebook")
+    p.add_argument("--preset", default="quick", help="quick (an equal CPU budget per model), standard or notebook")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (mean ± std in the report)")
+    p.add_argument("--budget", type=float, help="seconds of training per run, the same for every model")
+    p.add_argument("--budgets", help="comma-separated budgets in seconds: every model trains at each one, and "
+                   "the report draws accuracy against budget")
     p.add_argument("--out", help="the study folder (default runs/compare-<preset>)")
     p.add_argument("--data-dir", dest="data_dir", default="", help="folder holding mnist/ and fashion-mnist/")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--executor", default="local", help="local: each run in its own process (default); "
+                   "inline: all in this process")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config field or model option for every model that takes it")
     p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
@@ -124,17 +130,35 @@ def _compare_parsers(sub) -> None:
     p.add_argument("dir", help="the study folder (the --out of compare)")
 
 
+def _budgets(args: argparse.Namespace) -> list[float]:
+    from .errors import UserError
+
+    if args.budget is not None and args.budgets:
+        raise UserError("--budget and --budgets: give one of them")
+    if args.budget is not None:
+        return [args.budget]
+    try:
+        return [float(b) for b in args.budgets.split(",") if b.strip()] if args.budgets else []
+    except ValueError:
+        raise UserError(f"--budgets {args.budgets!r}: expected seconds separated by commas, e.g. 30,60,120") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .config import parse_sets
-    from .study.compare import StudyInterrupted, compare
+    from .study.compare import StudyInterrupted, compare, failed_runs
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
-        compare(models, preset=args.preset, seeds=args.seeds, out=args.out, data_dir=args.data_dir,
-                device=args.device, overrides=parse_sets(args.sets), quiet=args.quiet)
+        rows = compare(models, preset=args.preset, seeds=args.seeds, budgets=_budgets(args), out=args.out,
+                       data_dir=args.data_dir, device=args.device, overrides=parse_sets(args.sets),
+                       quiet=args.quiet, executor=args.executor)
     except StudyInterrupted as e:
         print(f"\nmnistbench: {e}", file=sys.stderr)
         return e.code
+    failed = failed_runs(rows)
+    if failed:
+        print(f"mnistbench: {len(failed)} of {len(rows)} runs failed: {'; '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,8 +171,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- predict and export (your own images; the model outside PyTorch) -------------------------------
+def _predict_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="classify your own images (or read their digits, frcnn) with a trained run")
+    p.add_argument("run_dir", help="a finished run folder (holding model.pt)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG, JPEG, BMP, GIF, WebP or TIFF files")
+    p.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("--format", dest="fmt", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--save-preprocessed", dest="save_dir", metavar="DIR", help="write what the model saw, as PNGs")
+    p.add_argument("--draw", dest="draw_dir", metavar="DIR", help="frcnn: write each image with its boxes")
+    p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--onnx", dest="onnx_file", metavar="FILE", help="the ONNX file (default RUN_DIR/model.onnx)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p = sub.add_parser("export", help="export a classifier run to ONNX and check it against PyTorch")
+    p.add_argument("run_dir")
+    p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
+    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
+    p.add_argument("--data-dir", dest="data_dir", default="", help="where the parity check's test images are")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import run
+
+    return run(args.run_dir, args.inputs, topk=args.topk, fmt=args.fmt, save_dir=args.save_dir,
+               draw_dir=args.draw_dir, backend=args.backend, onnx_file=args.onnx_file, device=args.device,
+               min_score=args.min_score)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    print(export_onnx(args.run_dir, out=args.out, data_dir=args.data_dir).describe())
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models,
-            "compare": cmd_compare, "report": cmd_report}
+            "compare": cmd_compare, "report": cmd_report, "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import Config, resolve
+from ..config import FIELDS, Config, parse_value, resolve
 from ..errors import UserError
 from ..models import get_spec, list_models
 from ..record import read_config, status
@@ -18,6 +18,22 @@ RUNS = "runs"
 RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
 # Config fields that do not change a result: a finished run with other values still counts as done.
 NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a `compare` command asks for: its models, seeds, budgets, settings and where it all goes."""
+
+    models: tuple[str, ...]
+    preset: str = "quick"
+    seeds: int = 1
+    budgets: tuple[float, ...] = ()   # () = the preset's budget (or epochs) for every run
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    out: Path = Path("runs/compare")
+    data_dir: str = ""
+    device: str = "auto"
+    quiet: bool = False
+    executor: str = "local"
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple
     for key, flag in RESERVED.items():
         if key in overrides:
             raise UserError(f"--set {key}=... is chosen per run by compare; use {flag} instead")
-    base_seed = int(overrides.pop("seed", 0))
+    base_seed = parse_value("seed", overrides.pop("seed", 0), FIELDS["seed"].default)
     per_model = {m: presets.accepted(m, overrides) for m in models}
     unused = sorted(k for k in overrides if not any(k in per for per in per_model.values()))
     if unused:
@@ -52,22 +68,51 @@ def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple
     return base_seed, per_model
 
 
-def plan(models: Sequence[str], preset: str, seeds: int, overrides: Mapping[str, Any], *,
-         data_dir: str = "", device: str = "auto", quiet: bool = False, out: Path = Path(".")) -> list[Job]:
-    """Every job in run order: seed by seed, each seed running every model (a full first comparison early).
+def run_dir(model: str, seed: int, budget: float | None) -> str:
+    """runs/<model>-seed<k>, or runs/<model>-b<budget>-seed<k> in a study of several budgets."""
+    return f"{RUNS}/{model}-seed{seed}" if budget is None else f"{RUNS}/{model}-b{budget:g}-seed{seed}"
 
-    Every config is resolved here, once: a bad value is one clear error before any work.
-    """
-    base_seed, per_model = user_overrides(models, overrides)
+
+def plan(spec: StudySpec) -> list[Job]:
+    """Every job in run order: budget by budget, seed by seed, each running every model (a full first
+    comparison early). Every config is resolved here, once: a bad value is one clear error before any work."""
+    base_seed, per_model = user_overrides(spec.models, spec.overrides)
     jobs = []
-    for seed in range(base_seed, base_seed + seeds):
-        for m in models:
-            run_dir = f"{RUNS}/{m}-seed{seed}"
-            settings = {**presets.preset_overrides(preset, m), **per_model[m]}
-            o = {**settings, "model": m, "seed": seed, "data_dir": data_dir, "device": device, "quiet": quiet,
-                 "out": str(out / run_dir)}
-            jobs.append(Job(m, seed, resolve(o), run_dir, settings))
+    for budget in spec.budgets or (None,):
+        for seed in range(base_seed, base_seed + spec.seeds):
+            for m in spec.models:
+                folder = run_dir(m, seed, budget if spec.budgets else None)
+                settings = {**presets.preset_overrides(spec.preset, m), **per_model[m]}
+                if budget is not None:
+                    settings["budget_s"] = budget
+                o = {**settings, "model": m, "seed": seed, "data_dir": spec.data_dir, "device": spec.device,
+                     "quiet": spec.quiet, "out": str(spec.out / folder)}
+                jobs.append(Job(m, seed, resolve(o), folder, settings))
     return jobs
+
+
+def check_builds(jobs: Sequence[Job]) -> None:
+    """Build every distinct model of the study on the meta device (no memory, no weights fetched), so that a
+    bad model option is one clear error before the first run instead of a failed row later."""
+    import torch
+
+    from ..models import get_model
+
+    seen = set()
+    for job in jobs:
+        options = dict(job.cfg.model_args)
+        if "pretrained" in options and not options.get("weights"):
+            options["pretrained"] = False  # missing weights are a run's failure (a failed row), not a typo
+        key = (job.model, json.dumps(options, sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            try:
+                with torch.device("meta"):
+                    get_model(job.model, **options)
+            except UserError:
+                raise
+            except Exception:  # noqa: BLE001 - not a settings error: the run itself will fail and say why
+                pass
 
 
 def decisive_settings(config: Mapping[str, Any]) -> str:
@@ -92,18 +137,21 @@ def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str
     return "done" if found == "finished" else "resume"
 
 
-def rerun_command(models: Sequence[str], preset: str, seeds: int, out: Path, data_dir: str, device: str,
-                  overrides: Mapping[str, Any], quiet: bool) -> str:
+def rerun_command(spec: StudySpec) -> str:
     """The command line that continues (or reproduces) this study."""
-    args = ["mnistbench", "compare", "--models", ",".join(models), "--preset", preset, "--seeds", str(seeds),
-            "--out", str(out)]
-    if data_dir:
-        args += ["--data-dir", data_dir]
-    if device != "auto":
-        args += ["--device", device]
-    for k, v in overrides.items():
+    args = ["mnistbench", "compare", "--models", ",".join(spec.models), "--preset", spec.preset,
+            "--seeds", str(spec.seeds), "--out", str(spec.out)]
+    if spec.budgets:
+        args += ["--budgets", ",".join(f"{b:g}" for b in spec.budgets)]
+    if spec.data_dir:
+        args += ["--data-dir", spec.data_dir]
+    if spec.device != "auto":
+        args += ["--device", spec.device]
+    if spec.executor != "local":
+        args += ["--executor", spec.executor]
+    for k, v in spec.overrides.items():
         args += ["--set", f"{k}={v}"]
-    return shlex.join(args + (["--quiet"] if quiet else []))
+    return shlex.join(args + (["--quiet"] if spec.quiet else []))
 
 
 def check_models(models: Sequence[str] | None, seeds: int, preset: str) -> list[str]:
