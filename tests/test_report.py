@@ -139,7 +139,7 @@ def test_a_detector_is_shown_in_its_own_units(study):
     aggs[1].update(detector=True, map_50=0.9, inference_ms_per_scene=12.5, inference_scenes_per_second=80.0,
                    inference_scenes_per_second_n=1, images_seen=1000.0, train_images_per_second=50.0)
     aggs[1]["inference_ms_per_scene_n"] = aggs[1]["ok"]
-    headers, rows = tables.cost_table(dataclasses.replace(an, aggs=aggs))
+    _, rows = tables.cost_table(dataclasses.replace(an, aggs=aggs))
     assert "12.5 ms/scene" in rows[1] and "80 scenes/s (1/2 seeds)" in rows[1] and "1 K scenes" in rows[1]
     assert "50 scenes/s" in rows[1] and "images/s" in rows[0][4]
     acc_headers, _ = tables.accuracy_table(dataclasses.replace(an, aggs=aggs))

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from mnistbench.metrics import binomial_cdf_half, discordant, holm, mcnemar_exact, wilson_interval
+from mnistbench.metrics import (
+    binomial_cdf_half,
+    discordant,
+    holm,
+    mcnemar_exact,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_of_8_in_10():

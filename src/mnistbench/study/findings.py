@@ -107,8 +107,7 @@ def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) ->
     if others:
         sig = [relation(v, v["model_a"], v["model_b"]) for v in others if any(v["wins"].values())]
         same = [f"{v['model_a']} and {v['model_b']}" for v in others if not any(v["wins"].values())]
-        parts = sig + ([f"no significant difference between {names(same)}"
-                        + (" (each pair)" if len(same) > 1 else "")] if same else [])
+        parts = sig + (["no significant difference between " + ", nor between ".join(same)] if same else [])
         out.append(_sentence(at, "among the others: " + "; ".join(parts) + "."))
     return out
 
@@ -168,7 +167,7 @@ def _pareto(an: Analysis, done: Sequence[dict[str, Any]]) -> list[str]:
         v = find(an.verdicts, cheap["budget_s"], cheap["model"], dear["model"]) \
             if cheap["budget_s"] == dear["budget_s"] else None
         if v:
-            text += f" ({relation(v, dear['model'], cheap['model'])})"
+            text += f" — {relation(v, dear['model'], cheap['model'])}"
     off = sorted(m for m, by in an.dominated.items() if by)
     if off:
         text += (f". Off the front (another trains faster with at least its mean accuracy): {names(off)}")
@@ -180,6 +179,8 @@ def _size(done: Sequence[dict[str, Any]]) -> list[str]:
     if len(sized) < 2:
         return []
     big, small = max(sized, key=lambda a: a["params"]), min(sized, key=lambda a: a["params"])
+    if big["params"] == small["params"]:
+        return []
 
     def flops(a):
         return f" and {si(a['flops_per_image'])}FLOPs per image" if a["flops_per_image"] else ""
