@@ -36,7 +36,7 @@ def comparisons(rows: Sequence[dict[str, Any]], predictions: dict[str, dict[str,
     for r in rows:
         pred = predictions.get(r["run_dir"]) if r["status"] == "ok" else None
         if pred:
-            groups.setdefault(r["budget_s"], {}).setdefault(r["model"], {})[r["seed"]] = _by_index(pred)
+            groups.setdefault(r.get("budget_s"), {}).setdefault(r["model"], {})[r["seed"]] = _by_index(pred)
     tests, skipped = [], []
     for budget in sorted(groups, key=budget_order):
         runs = groups[budget]

@@ -230,6 +230,7 @@ class Analysis:
 def analyse(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Analysis:
     """Read each finished run folder once and compute every cross-run analysis the report needs."""
     study = Path(study)
+    rows = [{**dict.fromkeys(COLUMNS), **r} for r in rows]  # rows of an older version lack some columns
     predictions = paired.load_predictions(study, rows)
     runs = []
     for r in rows:
