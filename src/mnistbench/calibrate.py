@@ -21,6 +21,7 @@ from .optim import make_optimizer
 
 WARMUP_STEPS = 1                  # untimed: the first step builds kernels and caches
 MIN_STEPS, MAX_SECONDS = 3, 2.0   # timed: at least 2 steps, then stop at 3 steps or 2 s
+BF16_MARGIN = 0.85                # auto keeps bf16 only when its step takes < 85 % of fp32's
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime) -> float
 
 def choose_runtime(model: nn.Module, cfg: Config, rt: Runtime, make_task: Callable[[Runtime], Any]
                    ) -> tuple[Runtime, dict[str, float] | None]:
-    """precision=auto on a CPU with native bf16: time fp32 and bf16 steps and keep the faster.
+    """precision=auto on a CPU with native bf16: time fp32 and bf16 steps and keep bf16 only if clearly faster.
 
     A CPU without native bf16 emulates it 5-8x slower, so fp32 is kept there without timing; CUDA keeps
     bf16 and an explicit precision is honoured. Returns the Runtime and the step times (ms) measured.
@@ -86,7 +87,9 @@ def choose_runtime(model: nn.Module, cfg: Config, rt: Runtime, make_task: Callab
     if not cpu_has_native_bf16():
         return candidates["fp32"], None
     ms = {name: 1000 * step_seconds(model, make_task(c), cfg, c) for name, c in candidates.items()}
-    best = min(ms, key=lambda k: ms[k] if math.isfinite(ms[k]) else math.inf)
+    # bf16 only when clearly faster: near-equal timings on a busy CPU must not flip a model's precision
+    # from one seed to the next, and fp32 is the exact one
+    best = "bf16" if math.isfinite(ms["bf16"]) and ms["bf16"] < BF16_MARGIN * ms["fp32"] else "fp32"
     return candidates[best], {k: round(v, 3) for k, v in ms.items()}
 
 
