@@ -56,7 +56,8 @@ def curves(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
 
 
 def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> None:
-    """The confusion matrix with counts; the colour scale is logarithmic so rare errors show."""
+    """The confusion matrix with counts (rows: true class; a detector's has a last "none" column); the colour
+    scale is logarithmic so rare errors show."""
     import numpy as np
     from matplotlib.colors import LogNorm
 
@@ -68,7 +69,8 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Pat
         if cm[i, j]:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if i == j else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    columns = list(classes) + ["none"] * (cm.shape[1] - len(classes))  # a detector's "no digit found" column
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
