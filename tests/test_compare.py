@@ -220,9 +220,10 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
         for m in models.list_models():
             cfg = resolve({**presets.preset_overrides(preset, m), "model": m})  # every key valid
             assert cfg.model == m
-    assert presets.preset_overrides("quick", "cnn") == {}
-    assert presets.preset_overrides("quick", "vgg16")["pretrained"] is False
-    assert presets.preset_overrides("quick", "mlp") == {"train_limit": 5000, "epochs": 1}  # fallback, no pretrained
+    budget = presets.QUICK_BUDGET_S
+    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 3}  # no pretrained key
+    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 3, "pretrained": False}
+    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 3}
     assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
     assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
     assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default
@@ -286,3 +287,22 @@ def test_sigint_to_compare_reaches_the_running_run_and_the_rerun_resumes_it(tmp_
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming from its checkpoint" in done.stderr and (run / "summary.json").exists()
+
+
+def test_budgets_train_every_model_at_each_budget_and_draw_accuracy_against_budget(tmp_path, data_dir):
+    out = tmp_path / "study"
+    sets = {k: v for k, v in {**STUDY_SETS, "val_points": 2}.items() if k != "budget_s"}
+    args = ["compare", "--models", "cnn,vit", "--budgets", "1,2", "--out", str(out), "--data-dir", str(data_dir),
+            "--quiet", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [(r["model"], r["budget_s"], r["run_dir"]) for r in rows] == [
+        ("cnn", "1.0", "runs/cnn-b1-seed0"), ("vit", "1.0", "runs/vit-b1-seed0"),
+        ("cnn", "2.0", "runs/cnn-b2-seed0"), ("vit", "2.0", "runs/vit-b2-seed0")]
+    for r in rows:
+        s = json.loads((out / r["run_dir"] / "summary.json").read_text())
+        assert s["budget"]["budget_s"] == float(r["budget_s"]) and s["steps"] == s["budget"]["planned_steps"]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["study"]["budgets"] == [1.0, 2.0] and len(doc["study"]["planned"]) == 4
+    assert (out / "figures/accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy_vs_budget.png" in (out / "report.md").read_text()

@@ -11,16 +11,16 @@ FALLBACK = "*"  # the entry for models a preset does not name (models registered
 
 # preset -> model -> overrides. A key a model does not accept is skipped for that model, so a preset
 # stays valid whichever models are registered. `recipe` is skipped where the model lacks that recipe.
+# The quick preset's training budget per model, in seconds of training steps. Sized so that the whole
+# five-model study (with calibration, validation, testing, profiling and the report) finishes in about
+# 10 minutes on a 2-core CPU, with or without native bf16 (docs/BENCHMARKS.md).
+QUICK_BUDGET_S = 60.0
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The whole study on a 2-core CPU in about 15 minutes: slices and short schedules, from-scratch
-    # transfer models (no ImageNet download offline). Budget per model: about 3 minutes.
+    # An equal training budget for every model, each with its default recipe laid over that budget;
+    # transfer models and the detector from scratch (no ImageNet download offline).
     "quick": {
-        "cnn": {},                                                        # full data, default recipe: ~15 s
-        "vit": {"epochs": 8},                                             # full data, ~15 s per epoch
-        "alexnet": {"pretrained": False, "epochs": 1},                    # 64 px, ~90 s per epoch
-        "vgg16": {"pretrained": False, "train_limit": 15_000, "epochs": 1},   # 32 px, ~6 min per full epoch
-        "frcnn": {"pretrained": False, "scenes_per_epoch": 12_000, "test_limit": 2_000, "epochs": 1},
-        FALLBACK: {"pretrained": False, "train_limit": 5_000, "epochs": 1},
+        FALLBACK: {"budget_s": QUICK_BUDGET_S, "val_points": 3, "pretrained": False},
     },
     # Full data; each model's GPU recipe where it has one, else its long recipe, else its default.
     "standard": {
@@ -38,8 +38,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 ABOUT = {
-    "quick": "sliced training data and short schedules, sized to finish on a 2-core CPU in about 15 minutes; "
-             "transfer models start from scratch; a smoke test of the comparison, not final numbers",
+    "quick": f"the same training budget for every model ({QUICK_BUDGET_S:g} s of training steps on this machine "
+             "unless --budget says otherwise), each with its default recipe laid over that budget; transfer "
+             "models and the detector start from scratch; sized to finish on a 2-core CPU in about 10 minutes",
     "standard": "full data and each model's GPU recipe (else its long, else its default recipe); sized for a GPU",
     "notebook": "the original notebook's settings: 224 px RGB input for VGG16 and AlexNet, full fine-tuning, "
                 "ResNet50-FPN Faster R-CNN, batch 128",
