@@ -126,6 +126,27 @@ def test_a_transparent_png(test_set, stroke):
     assert np.abs(got.astype(int) - want).max() <= 2
 
 
+MODES = {  # name -> (the digit as this kind of file, format, save options)
+    "RGB PNG": (lambda g: Image.fromarray(g).convert("RGB"), "PNG", {}),
+    "palette GIF": (lambda g: Image.fromarray(g).convert("P"), "GIF", {}),
+    "CMYK JPEG": (lambda g: Image.fromarray(g).convert("CMYK"), "JPEG", {"quality": 95}),
+    "16-bit PNG": (lambda g: Image.fromarray(g.astype(np.uint16) * 257), "PNG", {}),
+    "float TIFF": (lambda g: Image.fromarray(g.astype(np.float32) / 255), "TIFF", {}),
+    "WebP": (lambda g: Image.fromarray(g).convert("RGB"), "WEBP", {"quality": 95}),
+    "grey+alpha PNG": (lambda g: Image.fromarray(g).convert("LA"), "PNG", {}),
+}
+
+
+@pytest.mark.parametrize("kind", MODES)
+def test_any_colour_mode_and_format_gives_the_same_digit(test_set, kind):
+    grey = 255 - upscale(test_set[0][0], 84)
+    make, fmt, options = MODES[kind]
+    buf = io.BytesIO()
+    make(grey).save(buf, format=fmt, **options)
+    got = images.to_mnist(images.decode(buf.getvalue()))
+    assert np.abs(got.astype(int) - images.to_mnist(Image.fromarray(grey))).max() <= 3
+
+
 def test_exif_rotation_is_applied(test_set):
     upright = 255 - upscale(test_set[0][0], 90)  # a "7": no rotation of it looks alike
     upright = np.pad(upright, ((0, 0), (30, 30)), constant_values=255)  # 90 x 150, not square
