@@ -67,8 +67,9 @@ class Predictor:
             raise UserError(f"unknown backend {backend!r}; use torch or onnx")
         return p
 
-    def prepare(self, img) -> np.ndarray:
-        """What the model sees of a decoded image: uint8 (28, 28), or the detector's float canvas."""
+    def prepare(self, img) -> np.ndarray | tuple[np.ndarray, images.Placement]:
+        """What the model sees of a decoded image: uint8 (28, 28), or the detector's float canvas and where
+        the image went on it."""
         if self.kind == "detect":
             return images.to_canvas(img, self.canvas)
         return images.preprocess(img, self.cfg.dataset)
@@ -188,29 +189,33 @@ def _writable(folder: Path) -> None:
         raise UserError(f"cannot write to {folder} ({e.strerror or e}); choose another folder") from None
 
 
+def predict_images(p: Predictor, prepared: list, files: list[str], *, topk: int = 3,
+                   min_score: float = MIN_SCORE) -> tuple[list[Result], np.ndarray]:
+    """Answers for images made ready by `p.prepare`, predicted together on the device, and uint8 pictures of
+    what the model saw (28 x 28, or the detector's canvas)."""
+    if p.kind == "detect":
+        canvases = np.stack([canvas for canvas, _ in prepared])  # (N, S, S) float in [0, 1]
+        found = p.detect(canvases, min_score)
+        out = [Result(f, digits=_in_image(d, placement)) for f, (_, placement), d in zip(files, prepared, found)]
+        return out, (canvases * 255).round().astype(np.uint8)
+    seen = np.stack(prepared)  # (N, 28, 28) uint8
+    probs = p.probabilities(seen)
+    order = np.argsort(-probs, axis=1)[:, :max(1, min(topk, probs.shape[1]))]
+    return [Result(f, p.classes[o[0]], float(pr[o[0]]), [(p.classes[j], float(pr[j])) for j in o])
+            for f, pr, o in zip(files, probs, order)], seen
+
+
 def _answer(p: Predictor, ready: list, topk: int, min_score: float, save_dir: str | None, draw_dir: str | None,
             names: set[str]) -> list[Result]:
-    """Predict one chunk of prepared images together; write what the model saw and the drawings."""
-    paths = [r[0] for r in ready]
-    stems = [_unique(path.stem, names) for path in paths]
-    if p.kind == "detect":
-        prepared = np.stack([r[2][0] for r in ready])
-        found = p.detect(prepared, min_score)
-        out = [Result(str(path), digits=_in_image(digits, r[2][1])) for path, r, digits in zip(paths, ready, found)]
-        seen = (prepared * 255).round().astype(np.uint8)
-        if draw_dir:
-            for stem, r, res in zip(stems, ready, out):
-                write_bytes(Path(draw_dir) / f"{stem}.png", draw(images.decode(r[1]), res.digits))
-    else:
-        seen = np.stack([r[2] for r in ready])
-        probs = p.probabilities(seen)
-        k = max(1, min(topk, probs.shape[1]))
-        order = np.argsort(-probs, axis=1)[:, :k]
-        out = [Result(str(path), p.classes[o[0]], float(pr[o[0]]), [(p.classes[j], float(pr[j])) for j in o])
-               for path, pr, o in zip(paths, probs, order)]
-    if save_dir:
-        for stem, img in zip(stems, seen):
+    """Predict one chunk of (path, bytes, prepared) together; write what the model saw and the drawings."""
+    out, seen = predict_images(p, [r[2] for r in ready], [str(r[0]) for r in ready], topk=topk, min_score=min_score)
+    for (path, data, _), res, img in zip(ready, out, seen):
+        stem = _unique(path.stem, names)
+        if save_dir:
             write_bytes(Path(save_dir) / f"{stem}.png", images.encode_png(img))
+        if draw_dir:
+            boxes = [(f"{d.digit} {d.score:.2f}", d.box) for d in res.digits]
+            write_bytes(Path(draw_dir) / f"{stem}.png", images.draw_boxes(images.decode(data), boxes))
     return out
 
 
@@ -227,24 +232,6 @@ def _unique(stem: str, taken: set[str]) -> str:
         name = f"{stem}-{n}"
     taken.add(name)
     return name
-
-
-def draw(img, digits: list[Digit]) -> bytes:
-    """PNG bytes of the image with each digit's box and "digit score" drawn on it."""
-    from PIL import ImageDraw, ImageFont
-
-    img = img.convert("RGB")
-    pen = ImageDraw.Draw(img)
-    width, size = max(1, round(max(img.size) / 200)), max(10, max(img.size) // 20)
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one bitmap size
-        font, size = ImageFont.load_default(), 11
-    for d in digits:
-        pen.rectangle(d.box, outline=(230, 30, 30), width=width)
-        pen.text((d.box[0], max(0.0, d.box[1] - 1.2 * size)), f"{d.digit} {d.score:.2f}", fill=(230, 30, 30),
-                 font=font)
-    return images.encode_png(np.asarray(img))
 
 
 # --- output formats -------------------------------------------------------------------------------

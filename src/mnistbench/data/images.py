@@ -3,6 +3,8 @@
 The one implementation `predict` (and a server) uses: `from_bytes(data, dataset)` is
 decode -> preprocess -> uint8 (28, 28), bright ink on black as the data sets store their images
 (models then take `data.pipeline.normalize` of it). Any size, colour mode, alpha and EXIF orientation.
+Bad input (not an image, truncated, over the pixel limit, blank) is one UserError. `encode_png` and
+`draw_boxes` write images back out.
 
 MNIST recipe (`to_mnist`), how MNIST itself was made from NIST's scans:
 1. flatten alpha onto a background (`flatten_alpha`): transparent pixels take the colour that is not
@@ -259,3 +261,20 @@ def encode_png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def draw_boxes(img: Image.Image, boxes: list[tuple[str, tuple[float, float, float, float]]]) -> bytes:
+    """PNG bytes of `img` with each (caption, (x1, y1, x2, y2)) box drawn on it in red."""
+    from PIL import ImageDraw, ImageFont
+
+    img = img.convert("RGB")
+    pen = ImageDraw.Draw(img)
+    width, size = max(1, round(max(img.size) / 200)), max(10, max(img.size) // 20)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        font, size = ImageFont.load_default(), 11
+    for caption, box in boxes:
+        pen.rectangle(box, outline=(230, 30, 30), width=width)
+        pen.text((box[0], max(0.0, box[1] - 1.2 * size)), caption, fill=(230, 30, 30), font=font)
+    return encode_png(np.asarray(img))
