@@ -96,3 +96,18 @@ def test_missing_pieces_are_one_line_each(tmp_path, data_dir, monkeypatch, capsy
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the [onnx] extra were not installed
     with pytest.raises(UserError, match=r"pip install 'mnistbench\[onnx\]'"):
         export.onnx_session(tmp_path / "any.onnx")
+
+
+def test_an_exporter_failure_is_one_line(tmp_path, data_dir, monkeypatch):
+    run = fresh_run(tmp_path / "cnn", "cnn", width=8)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(UserError, match=r"^neither ONNX exporter could export the model \(dynamo: RuntimeError: "
+                                        r"unsupported operator; TorchScript: RuntimeError: unsupported operator\)$"):
+        export.export_onnx(run, data_dir=str(data_dir))
+    assert not (run / export.ONNX_FILE).exists()
+    with pytest.raises(UserError, match="no such folder to write x.onnx in"):
+        export.export_onnx(run, out=tmp_path / "nowhere" / "x.onnx", data_dir=str(data_dir))

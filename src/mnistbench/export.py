@@ -96,11 +96,21 @@ def to_onnx(model: nn.Module) -> tuple[bytes, str]:
     except ImportError as e:  # the dynamo exporter needs onnxscript
         raise UserError(f"the ONNX exporter needs {e.name or 'onnx and onnxscript'}; "
                         "pip install 'mnistbench[onnx]'") from None
-    except Exception:  # noqa: BLE001 - torch < 2.5 has no dynamo=True; a model torch.export cannot trace
-        buf = io.BytesIO()
+    except Exception as e:  # noqa: BLE001 - torch < 2.5 has no dynamo=True; a model torch.export cannot trace
+        first = _first_line(e)
+    buf = io.BytesIO()
+    try:
         torch.onnx.export(model, example, buf, dynamo=False, opset_version=17, **names,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-        return buf.getvalue(), "torchscript"
+    except Exception as e:  # noqa: BLE001 - say what both exporters said, in one line
+        raise UserError(f"neither ONNX exporter could export the model (dynamo: {first}; TorchScript: "
+                        f"{_first_line(e)})") from None
+    return buf.getvalue(), "torchscript"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
 
 
 @dataclass(frozen=True)
@@ -151,9 +161,11 @@ def export_onnx(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = N
     cfg = load_run_config(run_dir)
     if get_spec(cfg.model).task != "classify":
         raise UserError(NO_DETECTOR if cfg.model == "frcnn" else f"{cfg.model} runs cannot be exported to ONNX")
+    path = Path(out) if out else Path(run_dir) / ONNX_FILE
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: no such folder to write {path.name} in; create it or choose another --out")
     model = load_trained(run_dir, cfg, Runtime(torch.device("cpu"))).float()  # fp32 eval, whatever it trained in
     test_x = np.array(load_test_images(cfg.dataset, data_dir or cfg.data_dir or None)[:check_images])
-    path = Path(out) if out else Path(run_dir) / ONNX_FILE
     data, exporter = to_onnx(model)
     write_atomic(path, lambda f: f.write(data))
     try:
