@@ -1,24 +1,52 @@
 #!/usr/bin/env bash
 # The CPU bars of docs/BENCHMARKS.md, each as a user runs it: the whole command timed by /usr/bin/time.
-#   bash bench/cpu_bars.sh [DATA_DIR] [OUT]     (defaults ../shared/data and runs/cpu-bars)
+#   bash bench/cpu_bars.sh [DATA_DIR] [OUT] [ROWS]   (defaults ../shared/data, runs/cpu-bars, all rows)
+# Every row runs in fp32 (--set precision=fp32), again under an AVX2-only emulation of a laptop CPU
+# (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and, where this CPU has native bf16, with
+# precision=auto. ROWS: a regular expression on the row names, e.g. 'cnn' or 'cnn-s0|vit'.
 # Run it on a quiet machine: a second busy process on 2 cores slows PyTorch's threads many times over.
 set -u
 data=${1:-../shared/data}
 out=${2:-runs/cpu-bars}
+only=${3:-.}
 mkdir -p "$out"
-bar() {  # name, then mnistbench arguments
-    local name=$1; shift
-    /usr/bin/time -f "$name: %e s wall for the whole command" -o "$out/$name.time" \
-        mnistbench "$@" --quiet > "$out/$name.log" 2>&1
-    echo "$(cat "$out/$name.time") | $(tail -n 1 "$out/$name.log")"
+flags=$(grep -o 'avx2\|avx512f\|avx512_bf16\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; flags: $flags"
+echo "torch $(python -c 'import torch; print(torch.__version__)'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# name, then mnistbench arguments (train or compare)
+ROWS=(
+  "cnn-s0|train --model cnn --seed 0"
+  "cnn-s1|train --model cnn --seed 1"
+  "cnn-s2|train --model cnn --seed 2"
+  "cnn-long|train --model cnn --set recipe=long"
+  "vit|train --model vit"
+  "alexnet|train --model alexnet --set pretrained=false"
+  "vgg16|train --model vgg16 --set pretrained=false"
+  "frcnn|train --model frcnn"
+  "compare-quick|compare"
+)
+
+bar() {  # mode (fp32 | avx2 | auto), name, then mnistbench arguments
+  local mode=$1 name=$2; shift 2
+  local env=() precision=(--set precision=fp32)
+  [ "$mode" = avx2 ] && env=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)
+  [ "$mode" = auto ] && precision=()
+  local dir="$out/$mode-$name"
+  rm -rf "$dir"
+  env "${env[@]}" /usr/bin/time -f "%e" -o "$dir.time" \
+      mnistbench "$@" --data-dir "$data" --out "$dir" --quiet "${precision[@]}" > "$dir.log" 2>&1
+  echo "$mode $name: $(cat "$dir.time") s whole command (load $(cut -d' ' -f1 /proc/loadavg)) | $(tail -n 1 "$dir.log")"
 }
-bar cnn-seed0     train --model cnn --data-dir "$data" --out "$out/cnn-seed0" --seed 0
-bar cnn-seed1     train --model cnn --data-dir "$data" --out "$out/cnn-seed1" --seed 1
-bar cnn-seed2     train --model cnn --data-dir "$data" --out "$out/cnn-seed2" --seed 2
-bar cnn-long      train --model cnn --data-dir "$data" --out "$out/cnn-long" --set recipe=long
-bar vit           train --model vit --data-dir "$data" --out "$out/vit"
-bar alexnet       train --model alexnet --data-dir "$data" --out "$out/alexnet" --set pretrained=false
-bar vgg16-12800   train --model vgg16 --data-dir "$data" --out "$out/vgg16-12800" --set pretrained=false \
-                  --set train_limit=12800
-bar frcnn         train --model frcnn --data-dir "$data" --out "$out/frcnn"
-bar compare-quick compare --data-dir "$data" --out "$out/compare-quick"
+
+modes=(fp32 avx2)
+case "$flags" in *avx512_bf16*|*amx_bf16*) modes+=(auto) ;; esac
+for mode in "${modes[@]}"; do
+  for row in "${ROWS[@]}"; do
+    name=${row%%|*}
+    [[ $name =~ $only ]] || continue
+    [ "$mode" = avx2 ] && [[ ! $name =~ ^cnn-s ]] && continue   # the AVX2 bar is the CNN's
+    read -r -a args <<< "${row#*|}"
+    bar "$mode" "$name" "${args[@]}"
+  done
+done
