@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models: parameters and default recipes")
     _compare_parsers(sub)
     _predict_parsers(sub)
+    _serve_parser(sub)
     return parser
 
 
@@ -206,8 +207,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve (draw a digit in a browser, every model answers) ----------------------------------------
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="a draw-a-digit web page where every run answers (mnistbench[serve])")
+    p.add_argument("dirs", nargs="+", metavar="RUN_OR_STUDY_DIR", help="run folders, or study folders (every "
+                   "finished run of the study)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-bytes", dest="max_bytes", type=int, default=5_000_000,
+                   help="largest request body in bytes (default 5 MB)")
+    p.add_argument("--max-pixels", dest="max_pixels", type=int, default=16_000_000,
+                   help="largest image in pixels (default 16 M)")
+    p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.server import serve
+
+    return serve(args.dirs, host=args.host, port=args.port, device=args.device, max_bytes=args.max_bytes,
+                 max_pixels=args.max_pixels, min_score=args.min_score)
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models,
-            "compare": cmd_compare, "report": cmd_report, "predict": cmd_predict, "export": cmd_export}
+            "compare": cmd_compare, "report": cmd_report, "predict": cmd_predict, "export": cmd_export,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
