@@ -25,7 +25,7 @@ from mnistbench.data.datasets import load_arrays
 from mnistbench.fsio import write_json
 from mnistbench.models import get_model
 from mnistbench.record import CONFIG, MODEL, SUMMARY
-from mnistbench.serve.app import MAX_BYTES, create_app
+from mnistbench.serve.app import MAX_BYTES, allowed_hosts, create_app
 from mnistbench.serve.models import MAX_PIXELS, Models
 from mnistbench.serve.server import listen
 from mnistbench.study.results import RESULTS_JSON
@@ -292,6 +292,7 @@ def test_a_study_serves_its_finished_runs_each_with_its_own_recipe(tmp_path, tmp
 def test_the_command_line(server, tmp_path, capsys):
     args = _parser().parse_args(["serve", "runs/x"])
     assert (args.host, args.port, args.max_bytes, args.max_pixels) == ("127.0.0.1", 8000, MAX_BYTES, MAX_PIXELS)
+    assert allowed_hosts("0.0.0.0") == ["*"] and "127.0.0.2" in allowed_hosts("127.0.0.2")  # loopback: names
     busy = server[0].rsplit(":", 1)[1]
     for argv, needle in ((["serve", str(tmp_path / "missing")], "no such run or study folder"),
                          (["serve", str(tmp_path), "--port", "0"], "neither a run folder"),

@@ -108,7 +108,7 @@ function undo() {
 }
 
 // --- an opened or dropped image: shown on the pad, its own bytes sent --------------------------
-async function open(file) {
+async function openImage(file) {
   if (!file) return;
   let bitmap = null;
   try { bitmap = await createImageBitmap(file); } catch (e) { /* the server names what is wrong */ }
@@ -123,14 +123,14 @@ async function open(file) {
   send(file, file.type || "application/octet-stream", file.name);
 }
 
-$("file").addEventListener("change", (e) => { open(e.target.files[0]); e.target.value = ""; });
+$("file").addEventListener("change", (e) => { openImage(e.target.files[0]); e.target.value = ""; });
 const zone = $("pad");
 zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
 zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
 zone.addEventListener("drop", (e) => {
   e.preventDefault();
   zone.classList.remove("dragging");
-  open(e.dataTransfer.files[0]);
+  openImage(e.dataTransfer.files[0]);
 });
 
 // --- asking the server --------------------------------------------------------------------------
