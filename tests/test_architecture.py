@@ -16,7 +16,7 @@ LAYERS = [
     {"metrics", "profile", "plots", "record", "checkpoint"},
     {"tasks"},
     {"config"},
-    {"optim", "calibrate", "engine"},
+    {"optim", "calibrate", "engine", "distributed"},
     {"train", "predict", "export"},
     {"study", "serve", "scale"},
     {"cli", "__main__", "__init__"},

@@ -64,6 +64,7 @@ class Config:
     checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
     checkpoints: bool = True          # false: no checkpoint.pt at all (throwaway benchmark runs)
     inference_benchmark: bool = True  # time batch-1 latency and large-batch throughput after training
+    tensorboard: bool = False         # also write TensorBoard event files in the run folder (mnistbench[tensorboard])
     quiet: bool = False
     model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's options, all of them
     task_args: Mapping[str, Any] = field(default_factory=dict)   # the options of the model's task, all of them
@@ -200,6 +201,6 @@ def validate(cfg: Config) -> None:
 def effective_settings(cfg: Config) -> dict[str, Any]:
     """Fields that decide the result: everything except where things are read and written and display."""
     d = cfg.to_dict()
-    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes", "checkpoints"):
+    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes", "checkpoints", "tensorboard"):
         d.pop(key)
     return d

@@ -17,6 +17,7 @@ from . import checkpoint
 from .calibrate import Plan
 from .config import Config
 from .device import Runtime
+from .distributed import SOLO, Group
 from .errors import UserError
 from .optim import lr_factor, make_optimizer, set_lr
 from .record import CHECKPOINT, MODEL, RunRecord, versions
@@ -85,25 +86,33 @@ class _Signals:
 
 
 class Trainer:
-    """Holds model, optimizer, plan and state for one fit; see fit()."""
+    """Holds model, optimizer, plan and state for one fit; see fit().
 
-    def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan):
+    Under torchrun (`group`), the steps run through DDP on every rank; rank 0 validates and broadcasts the
+    result, and writes the checkpoints; the logged loss is the mean over the ranks.
+    """
+
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
+                 group: Group = SOLO):
         self.model, self.task, self.cfg, self.rt, self.run, self.plan = model, task, cfg, rt, run, plan
+        self.group = group
         self.opt = make_optimizer(model, cfg)
         self.val_steps = set(plan.val_steps)
         self.epochs = math.ceil(plan.total_steps / task.steps_per_epoch)  # the last one may be partial
         self.lr = 0.0  # the head's learning rate at the current step
-        self.net = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+        self.net = group.wrap(model)  # DDP under torchrun, else the model itself
+        self.net = torch.compile(self.net, mode=cfg.compile_mode) if cfg.compile else self.net
         self.state = TrainState()
         self.best_weights: dict | None = None
         self._best_dirty = False
         self.run_loss = float("nan")  # the last logged training loss, shown on the progress bar
 
     # --- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": checkpoint.rng_state(),
-                "state": asdict(self.state), "config": self.cfg.to_dict(), "plan": self.plan.to_dict(),
-                "versions": versions()}
+    def state_dict(self, rng_ranks: list | None = None) -> dict[str, Any]:
+        out = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": checkpoint.rng_state(),
+               "state": asdict(self.state), "config": self.cfg.to_dict(), "plan": self.plan.to_dict(),
+               "versions": versions()}
+        return {**out, "rng_ranks": rng_ranks} if self.group.active else out  # under torchrun: every rank's RNG
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -112,17 +121,20 @@ class Trainer:
         self.state = TrainState(**ckpt["state"])
         # the learning rate is a function of (step, total steps): a resumed run with more epochs re-plans it
         self.run.truncate_metrics(self.state.metrics_lines)
-        if self.run.path(MODEL).exists():
+        if self.group.main and self.run.path(MODEL).exists():
             self.best_weights = checkpoint.load(self.run.path(MODEL))
 
     def save_checkpoint(self) -> None:
         if not self.cfg.checkpoints:
             return
+        rng_ranks = self.group.gather(checkpoint.rng_state()) if self.group.active else None
+        if not self.group.main:
+            return
         if self._best_dirty:
             checkpoint.save(self.run.path(MODEL), self.best_weights)
             self._best_dirty = False
         self.state.metrics_lines = self.run.metrics_lines()
-        checkpoint.save(self.run.path(CHECKPOINT), self.state_dict())
+        checkpoint.save(self.run.path(CHECKPOINT), self.state_dict(rng_ranks))
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -140,7 +152,7 @@ class Trainer:
         cfg, st, task, total = self.cfg, self.state, self.task, self.plan.total_steps
         self.model.train()
         todo = min(task.steps_per_epoch, total - st.global_step + st.step_in_epoch)
-        bar = tqdm(total=todo, initial=st.step_in_epoch, disable=cfg.quiet, leave=False,
+        bar = tqdm(total=todo, initial=st.step_in_epoch, disable=cfg.quiet or not self.group.main, leave=False,
                    desc=f"epoch {st.epoch + 1}/{self.epochs}", dynamic_ncols=True)
         window = torch.tensor(st.window_loss, device=self.rt.device)
         last_ckpt, shown = time.monotonic(), st.step_in_epoch
@@ -153,7 +165,8 @@ class Trainer:
                 st.compile_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
             end = st.step_in_epoch == task.steps_per_epoch or st.global_step >= total
             validate = st.global_step in self.val_steps
-            if st.global_step % cfg.log_every == 0 or end or validate:
+            logged = st.global_step % cfg.log_every == 0 or end or validate
+            if logged:
                 t0 = self._log_train(window, t0)
                 bar.update(st.step_in_epoch - shown)
                 shown = st.step_in_epoch
@@ -161,15 +174,16 @@ class Trainer:
             if st.step_in_epoch == task.steps_per_epoch:
                 st.epoch, st.step_in_epoch = st.epoch + 1, 0
             timed = cfg.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes
+            signum, timed = self.group.agree(sig.signum, timed, logged)  # torchrun: all ranks at the same step
             if validate:
                 self._validate()
                 t0, last_ckpt = time.perf_counter(), time.monotonic()
-            elif sig.signum or timed:
+            elif signum or timed:
                 t0 = self._checkpoint_mid_epoch(window, t0)
                 last_ckpt = time.monotonic()
-            if sig.signum:
+            if signum:
                 bar.close()
-                raise Interrupted(sig.signum)
+                raise Interrupted(signum)
             if end or st.stopped_early:
                 break
         bar.close()
@@ -198,6 +212,7 @@ class Trainer:
 
     def _log_train(self, window: torch.Tensor, t0: float) -> float:
         st = self.state
+        self.group.mean_(window)  # torchrun: the mean over the ranks' shards, i.e. the global batch's loss
         self.run_loss = mean = window.item() / max(st.window_steps, 1)  # the host sync logging needs
         st.train_seconds += time.perf_counter() - t0
         self._check_finite(mean)
@@ -212,7 +227,7 @@ class Trainer:
     def _checkpoint_mid_epoch(self, window: torch.Tensor, t0: float) -> float:
         self.rt.sync()
         self.state.train_seconds += time.perf_counter() - t0
-        self.state.window_loss = window.item()
+        self.state.window_loss = self.group.mean_(window).item()  # every rank resumes with the same window
         self._check_finite(self.state.window_loss)
         self.save_checkpoint()
         return time.perf_counter()
@@ -223,7 +238,7 @@ class Trainer:
         self.rt.sync()
         st.window_loss = 0.0  # just logged
         t_val = time.perf_counter()
-        val = self.task.validate(self.model)
+        val = self.group.broadcast(self.task.validate(self.model) if self.group.main else None)  # rank 0, full split
         self.model.train()
         epoch = round(st.global_step / self.task.steps_per_epoch, 4)
         record = {"kind": "val", "step": st.global_step, "epoch": epoch, **val,
@@ -233,21 +248,24 @@ class Trainer:
         st.history.append(record)
         if val["val_accuracy"] > st.best_val_accuracy:
             st.best_val_accuracy, st.best_epoch, st.best_step = val["val_accuracy"], epoch, st.global_step
-            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self._best_dirty = True
+            if self.group.main:  # the only rank that tests and writes model.pt
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self._best_dirty = True
         if cfg.target_accuracy and val["val_accuracy"] >= cfg.target_accuracy:
             st.stopped_early = True
-        if not cfg.quiet:
+        if not cfg.quiet and self.group.main:
             tqdm.write(f"epoch {epoch:g}/{self.epochs}: val_loss {val['val_loss']:.4f}  "
                        f"val_acc {val['val_accuracy']:.4f}  train {st.train_seconds:.1f}s")
         self.save_checkpoint()
 
 
 def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
-        resume: dict[str, Any] | None = None) -> TrainState:
-    """Train `model` on `task` for the plan's steps; on return the model holds the best-validation weights."""
-    trainer = Trainer(model, task, cfg, rt, run, plan)
+        resume: dict[str, Any] | None = None, group: Group = SOLO) -> TrainState:
+    """Train `model` on `task` for the plan's steps; on return the model holds the best-validation weights
+    (on rank 0 under torchrun; the other ranks hold the last weights)."""
+    trainer = Trainer(model, task, cfg, rt, run, plan, group)
     if resume is not None:
         trainer.load_state_dict(resume)
+    group.own_rng(cfg.seed, resume.get("rng_ranks") if resume else None)
     return trainer.fit()
 

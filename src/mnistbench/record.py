@@ -20,6 +20,7 @@ MODEL = "model.pt"              # the selected (best-validation) weights, a plai
 CHECKPOINT = "checkpoint.pt"    # the full training state, for --resume
 PREDICTIONS = "predictions.json"  # every scored test image: its index in the official test set, label, prediction
 ERROR = "error.txt"             # the traceback of a run that failed inside a study
+# with tensorboard=true, TensorBoard's own event files (events.out.tfevents.*) sit beside these
 CURVES, CONFUSION, DETECTIONS = "curves.png", "confusion.png", "detections.png"
 
 
@@ -92,9 +93,13 @@ def status(folder: str | os.PathLike) -> str:
 
 
 class RunRecord:
-    """Writes one run's files; every file but the append-only metrics log is written atomically."""
+    """Writes one run's files; every file but the append-only metrics log is written atomically.
 
-    def __init__(self, folder: str | os.PathLike):
+    With `tensorboard`, every logged record also goes to TensorBoard event files in the folder (train loss and
+    lr, the validation metrics, and the final metrics as hparams); metrics.jsonl stays the source of truth.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, tensorboard: bool = False):
         self.folder = Path(folder)
         try:
             check_writable(self.folder)
@@ -104,6 +109,7 @@ class RunRecord:
         self.metrics_path = self.folder / METRICS
         for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
+        self.board = _Board(self.folder) if tensorboard else None
 
     def path(self, name: str) -> Path:
         """A file inside the run folder (one of this module's names)."""
@@ -114,9 +120,13 @@ class RunRecord:
         them) and the versions, device and commit that produced the run."""
         write_json(self.folder / CONFIG, {"config": config, "plan": plan, "versions": versions(), "device": device,
                                           "git_commit": git_commit()})
+        if self.board:
+            self.board.config = config
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """summary.json, the last file of a finished run."""
+        """summary.json, the last file of a finished run (and the final metrics as TensorBoard hparams)."""
+        if self.board:
+            self.board.close(summary)
         write_json(self.folder / SUMMARY, summary)
 
     def write_predictions(self, index: list[int], target: list[int], pred: list[int]) -> None:
@@ -132,6 +142,8 @@ class RunRecord:
             os.write(fd, line)
         finally:
             os.close(fd)
+        if self.board:
+            self.board.log(record)
 
     def metrics_lines(self) -> int:
         """How many complete lines metrics.jsonl holds."""
@@ -149,3 +161,72 @@ class RunRecord:
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every record of metrics.jsonl."""
         return read_metrics(self.folder)
+
+
+class SilentRecord(RunRecord):
+    """The record of a torchrun rank other than 0: the run's folder and file names, nothing written (rank 0
+    writes the run folder)."""
+
+    def __init__(self, folder: str | os.PathLike, *, tensorboard: bool = False):
+        self.folder, self.board = Path(folder), None
+        self.metrics_path = self.folder / METRICS
+
+    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def write_predictions(self, index: list[int], target: list[int], pred: list[int]) -> None:
+        pass
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def truncate_metrics(self, lines: int) -> None:
+        pass
+
+
+# Summary keys shown as TensorBoard hparams metrics, where the run has them.
+FINAL_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "test_detection_loss", "map", "map_50",
+                 "best_val_accuracy", "train_seconds", "train_images_per_second")
+
+
+class _Board:
+    """TensorBoard event files, written by torch.utils.tensorboard (the `tensorboard` package).
+
+    A resumed run logs again from its checkpoint: the first record's step is the writer's purge_step, so
+    TensorBoard drops the events an interrupted process wrote after that checkpoint.
+    """
+
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("tensorboard=true needs the tensorboard package: pip install 'mnistbench[tensorboard]'"
+                            ) from None
+        self.folder, self.make, self.writer, self.config = folder, SummaryWriter, None, {}
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            self.writer = self.make(str(self.folder), purge_step=record["step"])
+        kind, step, at = record["kind"], record["step"], record.get("time")
+        if kind == "train":
+            self.writer.add_scalar("train/loss", record["loss"], step, walltime=at)
+            self.writer.add_scalar("train/lr", record["lr"], step, walltime=at)
+        elif kind == "val":
+            for key, value in record.items():
+                if key.startswith("val_") and key != "val_seconds" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"val/{key[4:]}", value, step, walltime=at)
+        self.writer.flush()  # a killed run keeps what it logged
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """The final metrics against the run's settings (hparams), then close the files."""
+        hparams = {k: v for k, v in self.config.items() if isinstance(v, (int, float, str, bool))}
+        hparams.update({k: v for k, v in self.config.get("model_args", {}).items()
+                        if isinstance(v, (int, float, str, bool))})
+        metrics = {f"final/{k}": summary[k] for k in FINAL_METRICS if isinstance(summary.get(k), (int, float))}
+        if self.writer is None:
+            self.writer = self.make(str(self.folder))
+        self.writer.add_hparams(hparams, metrics, run_name=".")
+        self.writer.close()

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, plots
+from . import checkpoint, distributed, plots
 from .calibrate import Plan, choose_runtime, make_plan, replan, runtime_for
 from .config import Config, effective_settings, resolve
 from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime
+from .distributed import Group
 from .engine import Interrupted, TrainState, fit
 from .errors import UserError
 from .metrics import time_to_accuracy
@@ -26,6 +27,7 @@ from .record import (
     CURVES,
     MODEL,
     RunRecord,
+    SilentRecord,
     default_run_dir,
     read_config,
 )
@@ -68,38 +70,54 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     """Train, select on validation, test, profile and record one model; returns summary.json's content.
 
     With `resume_from`, continue that run folder from its checkpoint under its recorded plan; a run that
-    stopped before its first checkpoint starts again from its saved config.
+    stopped before its first checkpoint starts again from its saved config. Under torchrun, every process
+    trains its shard of each batch (distributed.py), rank 0 writes the run folder, and every rank returns
+    rank 0's summary.
     """
     wall0 = time.perf_counter()
-    base = runtime(cfg)
+    with distributed.start(cfg.device, cfg.batch_size) as group:
+        return _train(cfg, group, resume_from, wall0)
+
+
+def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wall0: float) -> dict[str, Any]:
+    if group.active and get_spec(cfg.model).task == "detect":
+        # metrics.detection_metrics computes mAP with a torchmetrics Metric, which all-gathers across the
+        # processes when rank 0 evaluates alone (a hang); remove this once it passes sync_on_compute=False
+        raise UserError(f"{cfg.model} does not run under torchrun yet (its mAP would wait for every process); "
+                        "train it in one process per GPU, e.g. compare --executor ray")
+    base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
     # data, model and plan first: a missing file or bad option stops the run before any file is written
     splits = load_data(cfg, base)
     model = build_model(cfg, base)
     resume = _checkpoint_of(resume_from)
-    rt, plan = _plan(cfg, model, splits, base, resume)
-    task = make_task(cfg, splits, rt)
-    run = RunRecord(resume_from or cfg.out or default_run_dir(cfg.model))
+    plan = group.broadcast(_plan(cfg, model, splits, base, resume, group) if group.main else None)
+    rt = runtime_for(plan, base)
+    task = group.shard(make_task(cfg, splits, rt))
+    folder = group.broadcast(resume_from or cfg.out or default_run_dir(cfg.model))  # one name on every rank
+    run = (RunRecord if group.main else SilentRecord)(folder, tensorboard=cfg.tensorboard)
     if resume_from and resume is None:
         run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config
-    run.write_config(cfg.to_dict(), rt.describe(), plan.to_dict())
+    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict())
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     try:
-        state = fit(model, task, cfg, rt, run, plan, resume=resume)
+        state = fit(model, task, cfg, rt, run, plan, resume=resume, group=group)
     except Interrupted as e:
         e.run_dir = run.folder
         raise
+    if not group.main:
+        return group.broadcast(None)
     checkpoint.save(run.path(MODEL), model.state_dict())
     tested = task.test(model, run)
     run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
     summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
-    summary.update(_costs(model, rt))
+    summary.update(_costs(model, rt, group))
     summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
     run.write_summary(summary)
     write_figures(run, summary)
-    return summary
+    return group.broadcast(summary)
 
 
 def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -109,14 +127,16 @@ def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
     return checkpoint.load(Path(run_dir) / CHECKPOINT)
 
 
-def _plan(cfg: Config, model: torch.nn.Module, splits: Splits, base: Runtime, resume: dict[str, Any] | None
-          ) -> tuple[Runtime, Plan]:
-    """The precision and steps of the run: the checkpoint's plan on resume (nothing re-measured), else measured."""
+def _plan(cfg: Config, model: torch.nn.Module, splits: Splits, base: Runtime, resume: dict[str, Any] | None,
+          group: Group) -> Plan:
+    """The precision and steps of the run: the checkpoint's plan on resume (nothing re-measured), else measured.
+
+    Under torchrun rank 0 measures alone, one rank's shard per step (its plan is broadcast to every rank).
+    """
     if resume is not None and "plan" in resume:
-        plan = replan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
-        return runtime_for(plan, base), plan
-    rt, step_ms = choose_runtime(model, cfg, base, lambda r: make_task(cfg, splits, r))
-    return rt, make_plan(model, cfg, rt, make_task(cfg, splits, rt), step_ms)
+        return replan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
+    rt, step_ms = choose_runtime(model, cfg, base, lambda r: group.shard(make_task(cfg, splits, r)))
+    return make_plan(model, cfg, rt, group.shard(make_task(cfg, splits, rt)), step_ms)
 
 
 def _timings(state: TrainState, cfg: Config, plan: Plan, per_epoch: int, n_train: int) -> dict[str, Any]:
@@ -130,10 +150,10 @@ def _timings(state: TrainState, cfg: Config, plan: Plan, per_epoch: int, n_train
             "train_images_per_second": steps * cfg.batch_size / state.train_seconds if state.train_seconds else None}
 
 
-def _costs(model: torch.nn.Module, rt: Runtime) -> dict[str, Any]:
-    return {"params": sum(p.numel() for p in model.parameters()),
+def _costs(model: torch.nn.Module, rt: Runtime, group: Group) -> dict[str, Any]:
+    return {**group.about(), "params": sum(p.numel() for p in model.parameters()),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "device": rt.describe(), "precision": rt.precision,
+            "device": group.describe(rt), "precision": rt.precision,
             "weights_source": getattr(model, "weights_source", None), "peak_memory_mb": peak_memory_mb(rt.device),
             "peak_memory_kind": "cuda max allocated" if rt.device.type == "cuda" else "peak RSS of the process"}
 
@@ -159,7 +179,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Conf
     differing = sorted(k for k in before if before[k] != after[k])
     if differing:
         raise UserError(f"cannot resume {run_dir} with a different config: {', '.join(differing)} differ "
-                        "(only --epochs, --device, --data-dir and --quiet may change on resume)")
+                        "(only --epochs, --device, --data-dir, --quiet and tensorboard may change on resume)")
     return merged
 
 

@@ -31,6 +31,14 @@ class ClassifyOptions:
     """Classification has no options beyond the Config fields."""
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Rows `rows` of the batch `idx` (indices into the training split): one torchrun rank's training batch."""
+
+    idx: torch.Tensor
+    rows: slice
+
+
 class ClassifyTask:
     """Cross-entropy on seeded-permutation batches, augmented on the device."""
 
@@ -46,21 +54,28 @@ class ClassifyTask:
         order = epoch_order(self.n, seed=self.cfg.seed, epoch=epoch, device=self.rt.device)
         return batch_indices(order, self.cfg.batch_size, start=start)
 
-    def inputs(self, idx: torch.Tensor, step: int) -> torch.Tensor:
-        """Normalised, augmented training images; augmentation draws depend only on (seed, step)."""
-        x = normalize(self.splits.train_x[idx])
+    def inputs(self, idx: torch.Tensor, step: int, rows: slice = slice(None)) -> torch.Tensor:
+        """Normalised, augmented training images `idx[rows]`; augmentation draws depend only on (seed, step) and
+        are drawn for all of `idx`, so a rank's rows of a batch get the draws one process would give them."""
         cfg = self.cfg
-        if cfg.augment != "none":
-            self.generator.manual_seed(cfg.seed * 1_000_003 + step)
-            if cfg.augment == "translate":
-                x = augment_translate(x, generator=self.generator, pixels=int(cfg.translate))
-            else:
-                x = augment(x, generator=self.generator, translate=cfg.translate, rotate=cfg.rotate, scale=cfg.scale)
-        return self.rt.layout(x)
+        if cfg.augment == "none":
+            return self.rt.layout(normalize(self.splits.train_x[idx[rows]]))
+        x = normalize(self.splits.train_x[idx])
+        self.generator.manual_seed(cfg.seed * 1_000_003 + step)
+        if cfg.augment == "translate":
+            x = augment_translate(x, generator=self.generator, pixels=int(cfg.translate))
+        else:
+            x = augment(x, generator=self.generator, translate=cfg.translate, rotate=cfg.rotate, scale=cfg.scale)
+        return self.rt.layout(x[rows])
 
-    def loss(self, net: nn.Module, idx: torch.Tensor, step: int) -> torch.Tensor:
-        logits = net(self.inputs(idx, step))
-        return F.cross_entropy(logits.float(), self.splits.train_y[idx], label_smoothing=self.cfg.label_smoothing)
+    def shard(self, idx: torch.Tensor, rank: int, world: int) -> Shard:
+        """A torchrun rank's part of batch `idx`: every world-th image from `rank` (see distributed.py)."""
+        return Shard(idx, slice(rank, None, world))
+
+    def loss(self, net: nn.Module, batch: torch.Tensor | Shard, step: int) -> torch.Tensor:
+        idx, rows = (batch.idx, batch.rows) if isinstance(batch, Shard) else (batch, slice(None))
+        logits = net(self.inputs(idx, step, rows))
+        return F.cross_entropy(logits.float(), self.splits.train_y[idx[rows]], label_smoothing=self.cfg.label_smoothing)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         logits = predict(model, self.splits.val_x, rt=self.rt, batch_size=self.cfg.eval_batch_size)
