@@ -122,8 +122,12 @@ def _compare_parsers(sub) -> None:
     p.add_argument("--out", help="the study folder (default runs/compare-<preset>)")
     p.add_argument("--data-dir", dest="data_dir", default="", help="folder holding mnist/ and fashion-mnist/")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--executor", default="local", help="local: each run in its own process (default); "
-                   "inline: all in this process")
+    p.add_argument("--executor", default="local",
+                   help="local: each run in its own process, one after another (default); inline: all in this "
+                   "process; ray: each run a Ray task, on this machine or a Ray cluster (mnistbench[ray]); "
+                   "slurm: one Slurm job-array task per run, through submitit (mnistbench[slurm])")
+    p.add_argument("--address", help="--executor ray: the Ray cluster to join (auto: the one `ray start` "
+                   "made); default: join one if this machine has it, else start Ray here")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config field or model option for every model that takes it")
     p.add_argument("--quiet", action="store_true", help="no per-run progress bars")
@@ -152,7 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         rows = compare(models, preset=args.preset, seeds=args.seeds, budgets=_budgets(args), out=args.out,
                        data_dir=args.data_dir, device=args.device, overrides=parse_sets(args.sets),
-                       quiet=args.quiet, executor=args.executor)
+                       quiet=args.quiet, executor=args.executor, address=args.address)
     except StudyInterrupted as e:
         print(f"\nmnistbench: {e}", file=sys.stderr)
         return e.code

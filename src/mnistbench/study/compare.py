@@ -11,7 +11,7 @@ from ..config import FIELDS
 from ..errors import UserError
 from ..fsio import read_json
 from . import presets, report, results
-from .executor import EXECUTORS, Outcome, run_all
+from .executor import Outcome, check_executor, run_all
 from .formatting import pct
 from .plan import Job, StudySpec, check_builds, check_models, plan, rerun_command, run_state
 
@@ -41,7 +41,8 @@ def _clock(seconds: float) -> str:
 def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds: int = 1,
             budgets: Sequence[float] = (), out: str | Path | None = None, data_dir: str = "", device: str = "auto",
             overrides: dict[str, Any] | None = None, quiet: bool = False, executor: str = "local",
-            build_report: bool = True, log: Callable[[str], None] | None = _stderr) -> list[dict[str, Any]]:
+            address: str | None = None, build_report: bool = True,
+            log: Callable[[str], None] | None = _stderr) -> list[dict[str, Any]]:
     """Train every model × seed (× budget) into `out`/runs/, one result row each, then write the report.
 
     Every run's settings are checked before the first one starts. Each run executes in its own process
@@ -54,13 +55,12 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
     jobs = plan(spec)
     check_builds(jobs)
     meta = _open(spec, jobs)
-    return _execute(spec, jobs, meta, log or (lambda msg: None), build_report)
+    return _execute(spec, jobs, meta, log or (lambda msg: None), build_report, address)
 
 
 def _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor) -> StudySpec:
     """The study's parameters, checked: models, seeds, preset, budgets, executor."""
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    check_executor(executor)  # an unknown one, or ray / submitit not installed
     budgets = tuple(float(b) for b in budgets)
     if any(not b > 0 for b in budgets) or len(set(budgets)) != len(budgets):
         raise UserError(f"--budgets {','.join(f'{b:g}' for b in budgets)}: need distinct budgets > 0 seconds")
@@ -88,7 +88,7 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
 
 
 def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callable[[str], None],
-             build_report: bool) -> list[dict[str, Any]]:
+             build_report: bool, address: str | None = None) -> list[dict[str, Any]]:
     """Run what is not done yet, saving the rows after every run; then the report."""
     from ..engine import Interrupted
 
@@ -123,7 +123,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
     current: list[Job] = []
     try:
         run_all(spec.executor, spec.out, [(j, states[j.run_dir]) for j in jobs if states[j.run_dir] != "done"],
-                lambda j, s: (current.append(j), started(j, s)), done)
+                lambda j, s: (current.append(j), started(j, s)), done, address=address)
     except (Interrupted, KeyboardInterrupt) as e:
         raise _interrupted(e, current[-1], save(), spec) from None
     final = save()

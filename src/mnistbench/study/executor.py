@@ -1,4 +1,5 @@
-"""Where a study's runs execute: each in its own process (the default), or all in this one ("inline").
+"""Where a study's runs execute: each in its own process (the default), all in this one ("inline"), as Ray
+tasks across GPUs and machines ("ray", ray_executor.py) or as Slurm jobs ("slurm", slurm_executor.py).
 
 An executor takes (job, state) pairs and, for each, calls `started` before and `done` with an Outcome after
 it ran: the run's summary, or the one-line reason it failed. A run in its own process owns its peak memory,
@@ -7,53 +8,36 @@ Interruption (Ctrl-C, SIGTERM) reaches the running run, which checkpoints; then 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
-import shutil
 import signal
 import subprocess
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 from ..errors import UserError
 from ..fsio import write_bytes
 from ..record import ERROR, read_summary
+from .outcome import Done, Outcome, Started, one_line, prepare
 from .plan import Job
 
-MAX_REASON = 200  # characters of a failed row's reason
-EXECUTORS = ("local", "inline")
+__all__ = ["EXECUTORS", "Outcome", "check_executor", "run_all"]
+
+EXECUTORS = ("local", "inline", "ray", "slurm")
+PACKAGES = {"ray": "ray", "slurm": "submitit"}  # what an executor needs beyond the base install (its extra)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one run: its summary when it finished, else the one-line reason it failed."""
-
-    summary: dict[str, Any] | None
-    error: str = ""
-
-
-Started = Callable[[Job, str], None]
-Done = Callable[[Job, Outcome], None]
-
-
-def one_line(e: BaseException) -> str:
-    """The reason for a failed row: the exception's first line, its type named unless it is a UserError."""
-    lines = str(e).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    if not isinstance(e, UserError):
-        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    if len(text) <= MAX_REASON:
-        return text
-    cut = text.rfind(". ", 0, MAX_REASON)  # whole sentences where possible (torch's OOM message runs long)
-    return text[:cut + 1] if cut > 40 else text[:MAX_REASON - 3] + "..."
-
-
-def prepare(folder: Path, state: str) -> None:
-    """A fresh run starts in an empty folder: metrics.jsonl is appended to, a new run must not inherit it."""
-    if state == "fresh" and folder.exists():
-        shutil.rmtree(folder)
+def check_executor(name: str) -> None:
+    """An unknown executor, or one whose package is not installed, is one clear error before any work."""
+    if name not in EXECUTORS:
+        raise UserError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+    package = PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise UserError(f"--executor {name} needs the {package} package: pip install 'mnistbench[{name}]'")
+    if name == "slurm":
+        from .slurm_executor import require_slurm
+        require_slurm()
 
 
 def run_in_this_process(job: Job, folder: Path, state: str) -> Outcome:
@@ -119,8 +103,15 @@ def _reason(folder: Path, code: int) -> str:
     return f"the run's process exited with status {code} without saying why"
 
 
-def run_all(executor: str, study: Path, work: list[tuple[Job, str]], started: Started, done: Done) -> None:
-    """Run every (job, state) in order with the named executor."""
+def run_all(executor: str, study: Path, work: list[tuple[Job, str]], started: Started, done: Done, *,
+            address: str | None = None) -> None:
+    """Run every (job, state) with the named executor (`address`: the Ray cluster to join)."""
+    if executor == "ray":
+        from .ray_executor import run_on_ray
+        return run_on_ray(study, work, started, done, address=address)
+    if executor == "slurm":
+        from .slurm_executor import run_on_slurm
+        return run_on_slurm(study, work, started, done)
     one = {"local": run_in_a_process, "inline": run_in_this_process}[executor]
     for job, state in work:
         started(job, state)

@@ -1,36 +1,59 @@
-"""One study run in its own process: `python -m mnistbench.study.worker` reads {"config", "folder", "resume"}
-as JSON on stdin and trains. Exit 0: finished (summary.json written); 1: failed (error.txt: the one-line
-reason, a blank line, the traceback); 130 / 143: interrupted after a checkpoint, like `mnistbench train`."""
+"""One study run in the process it is given.
+
+`python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume"} as JSON on stdin
+and trains. Exit 0: finished (summary.json written); 1: failed (error.txt: the one-line reason, a blank line,
+the traceback); 130 / 143: interrupted after a checkpoint, like `mnistbench train`.
+
+attempt() is the same run as a function, for the executors that start the run's process themselves (Ray,
+Slurm) and may start it again after that process was killed: it resumes whatever the folder holds.
+"""
 from __future__ import annotations
 
 import json
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 
-def main() -> int:
+def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
+    """Train one run in this process: {"summary": ...} when it finished, {"error": the one-line reason} when it
+    failed (error.txt written), {"interrupted": exit status} when a signal stopped it after a checkpoint."""
     from ..config import Config
     from ..engine import Interrupted
     from ..fsio import write_bytes
     from ..record import ERROR
     from ..train import train
-    from .executor import one_line
+    from .outcome import one_line
 
-    spec = json.loads(sys.stdin.read())
-    folder = Path(spec["folder"])
     try:
-        cfg = Config.from_dict(spec["config"])
-        train(cfg, resume_from=folder if spec["resume"] else None)
-        return 0
+        cfg = Config.from_dict(config)
+        return {"summary": train(cfg, resume_from=folder if resume else None)}
     except Interrupted as e:
-        return e.code
+        return {"interrupted": e.code}
     except KeyboardInterrupt:  # a forwarded Ctrl-C outside training (loading, testing): nothing to checkpoint
-        return 130
+        return {"interrupted": 130}
     except Exception as e:  # noqa: BLE001 - any failure becomes the run's failed row, told in one line
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes(folder / ERROR, f"{one_line(e)}\n\n{traceback.format_exc()}".encode())
-        return 1
+        return {"error": one_line(e)}
+
+
+def attempt(config: dict[str, Any], folder: str) -> dict[str, Any]:
+    """One attempt at a study run, perhaps after a killed one: a finished run gives its summary; a started one
+    (config.json written) resumes from its checkpoint, or restarts when it had none; else it starts fresh."""
+    from ..record import CONFIG, read_summary, status
+
+    path = Path(folder)
+    if status(path) == "finished":
+        return {"summary": read_summary(path)}
+    return run(config, path, resume=(path / CONFIG).exists())
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    result = run(spec["config"], Path(spec["folder"]), spec["resume"])
+    return 0 if "summary" in result else result.get("interrupted", 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""What a study run gives back to the executor that ran it, and what a run in another tool's process needs.
+
+Shared by the executors (executor.py, ray_executor.py, slurm_executor.py) and the run's own process
+(worker.py), so that none of them imports another.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from .plan import Job
+
+MAX_REASON = 200  # characters of a failed row's reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one run: its summary when it finished, else the one-line reason it failed."""
+
+    summary: dict[str, Any] | None
+    error: str = ""
+
+
+Started = Callable[[Job, str], None]
+Done = Callable[[Job, Outcome], None]
+
+
+def one_line(e: BaseException) -> str:
+    """The reason for a failed row: the exception's first line, its type named unless it is a UserError."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if not isinstance(e, UserError):
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if len(text) <= MAX_REASON:
+        return text
+    cut = text.rfind(". ", 0, MAX_REASON)  # whole sentences where possible (torch's OOM message runs long)
+    return text[:cut + 1] if cut > 40 else text[:MAX_REASON - 3] + "..."
+
+
+def prepare(folder: Path, state: str) -> None:
+    """A fresh run starts in an empty folder: metrics.jsonl is appended to, a new run must not inherit it."""
+    if state == "fresh" and folder.exists():
+        shutil.rmtree(folder)
+
+
+def remote_args(job: Job, folder: Path) -> tuple[dict[str, Any], str]:
+    """(config, run folder) for worker.attempt() in a process another tool starts (Ray, Slurm): paths made
+    absolute, since its working directory may be another; out and data_dir do not change a run's result."""
+    config = job.cfg.to_dict()
+    config["out"] = os.path.abspath(folder)
+    data_dir = config["data_dir"] or os.environ.get("MNISTBENCH_DATA", "")
+    config["data_dir"] = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else ""
+    return config, config["out"]
+
+
+def outcome_of(result: dict[str, Any], where: str) -> Outcome:
+    """The Outcome of what worker.attempt() returned, or of a process that died {"died": reason} in `where`."""
+    if "summary" in result:
+        return Outcome(result["summary"])
+    if "error" in result:
+        return Outcome(None, result["error"])
+    if "died" in result:
+        return Outcome(None, f"its {where} died on every try: {result['died']}"[:MAX_REASON])
+    return Outcome(None, f"stopped by a signal (exit status {result['interrupted']}) on every try in its {where}")
