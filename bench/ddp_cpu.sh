@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One run on one process against the same run on two torchrun processes (DDP, gloo), on this machine's CPU:
 # `mnistbench train --model cnn --device cpu`, each command timed whole by /usr/bin/time.
-#   bash bench/ddp_cpu.sh [DATA_DIR] [OUT]     (defaults ../shared/data and runs/ddp-cpu)
+#   bash bench/ddp_cpu.sh [DATA_DIR] [OUT] [MNISTBENCH ARGS...]   (defaults ../shared/data and runs/ddp-cpu)
+# e.g. `bash bench/ddp_cpu.sh ../shared/data runs/ddp-cpu --set precision=fp32`: precision=auto times fp32
+# against bf16 on a bf16 CPU in each command, and a busy machine can make the two commands choose differently.
 # Run it on a quiet machine. The single process uses one thread per physical core; torchrun gives each of its
 # processes OMP_NUM_THREADS=1 unless it is set (export OMP_NUM_THREADS=<cores / 2> to give each rank half).
 # On 2 cores no speed-up is expected: the ranks share the cores the single process already used, and add
@@ -10,6 +12,8 @@
 set -u
 data=${1:-../shared/data}
 out=${2:-runs/ddp-cpu}
+shift $(( $# < 2 ? $# : 2 ))
+extra=("$@")
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${MNISTBENCH_BIN:-$here/.venv/bin}
 mkdir -p "$out"
@@ -32,7 +36,7 @@ EOF
 run() {  # name, then the command
     local name=$1; shift
     rm -rf "${out:?}/$name"
-    /usr/bin/time -f "%e" -o "$out/$name.time" "$@" --data-dir "$data" --out "$out/$name" --quiet \
+    /usr/bin/time -f "%e" -o "$out/$name.time" "$@" --data-dir "$data" --out "$out/$name" --quiet "${extra[@]}" \
         > "$out/$name.log" 2>&1 || { echo "$name: failed, see $out/$name.log"; tail -n 5 "$out/$name.log"; return; }
     echo "$name: $(cat "$out/$name.time") s wall for the whole command | $(summary "$out/$name")"
 }
