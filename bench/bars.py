@@ -5,7 +5,7 @@
 
 The CPU bars are timed as whole commands instead: bench/cpu_bars.sh.
 
-Each run is `mnistbench.train.train(resolve(overrides))`, exactly what `mnistbench train` does; the
+Each run is `mnistbench.run.train(resolve(overrides))`, exactly what `mnistbench train` does; the
 table reports what summary.json says. Nothing here is a test: numbers go to docs/BENCHMARKS.md by hand.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ COLUMNS = ("test_accuracy", "test_macro_f1", "best_val_accuracy", "time_to_accur
 
 def run_plan(plan: dict[str, dict], common: dict, dry: bool, out: Path, results: Path, budget_s: float) -> list[dict]:
     from mnistbench.config import resolve
-    from mnistbench.train import train
+    from mnistbench.run import train
 
     rows, start = [], time.perf_counter()
     for name, overrides in plan.items():

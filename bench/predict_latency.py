@@ -26,9 +26,10 @@ from mnistbench.data import images
 from mnistbench.data.datasets import load_test_images
 from mnistbench.data.pipeline import normalize
 from mnistbench.device import Runtime
-from mnistbench.export import ONNX_FILE, export_onnx, load_trained, onnx_session
+from mnistbench.export import export_onnx, onnx_session
 from mnistbench.profile import median_seconds
-from mnistbench.train import load_run_config, runtime
+from mnistbench.record import ONNX as ONNX_FILE
+from mnistbench.run import load_run_config, load_trained, runtime
 
 BATCHES = (1, 256)
 

@@ -17,7 +17,7 @@ LAYERS = [
     {"tasks"},
     {"config"},
     {"optim", "calibrate", "engine", "distributed"},
-    {"train", "predict", "export"},
+    {"run", "predict", "export"},
     {"study", "serve", "scale"},
     {"cli", "__main__", "__init__"},
 ]

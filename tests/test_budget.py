@@ -11,7 +11,7 @@ from conftest import TINY
 from mnistbench import calibrate, engine
 from mnistbench.cli import main
 from mnistbench.config import resolve
-from mnistbench.train import train
+from mnistbench.run import train
 
 BUDGETED = {**TINY, "width": 8, "train_limit": 2048, "batch_size": 32, "budget_s": 1.5, "val_points": 3,
             "epochs": 1, "precision": "fp32"}

@@ -16,7 +16,7 @@ import torch
 from conftest import SMALL, STUDY_SETS
 from torch import nn
 
-import mnistbench.train
+import mnistbench.run
 from mnistbench import models
 from mnistbench.cli import main
 from mnistbench.config import resolve
@@ -84,7 +84,7 @@ def test_compare_writes_every_file_and_one_row_per_model_and_seed(study):
 
 def test_rerun_skips_finished_runs(study, data_dir, monkeypatch):
     calls = []
-    monkeypatch.setattr(mnistbench.train, "train", lambda cfg, **kw: calls.append(cfg.model))
+    monkeypatch.setattr(mnistbench.run, "train", lambda cfg, **kw: calls.append(cfg.model))
     before = _rows(study)
     rows = compare(["cnn", "vit"], seeds=2, out=study, data_dir=str(data_dir), quiet=True,
                    overrides=STUDY_SETS, build_report=False, log=None)
@@ -116,7 +116,7 @@ def test_failing_models_become_failed_rows_and_the_others_run(tmp_path, data_dir
 
 def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, data_dir, monkeypatch, capsys):
     monkeypatch.setitem(models.MODELS, "mlp", MLP)
-    real_train, calls = mnistbench.train.train, []
+    real_train, calls = mnistbench.run.train, []
 
     def interrupting_train(cfg, **kw):
         calls.append(cfg.model)
@@ -127,7 +127,7 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, dat
     out = tmp_path / "study"
     args = ["compare", "--models", "cnn,mlp", "--out", str(out), "--data-dir", str(data_dir), "--quiet",
             "--executor", "inline", *_sets(width=8)]
-    monkeypatch.setattr(mnistbench.train, "train", interrupting_train)
+    monkeypatch.setattr(mnistbench.run, "train", interrupting_train)
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "study stopped by Ctrl-C during mlp seed 0" in err and "Continue with: mnistbench compare" in err
@@ -141,7 +141,7 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, dat
         return real_train(cfg, **kw)
 
     calls.clear()
-    monkeypatch.setattr(mnistbench.train, "train", counting_train)
+    monkeypatch.setattr(mnistbench.run, "train", counting_train)
     assert main(args) == 0
     assert calls == ["mlp"] and cnn_summary.stat().st_mtime_ns == stamp
     assert [(r["model"], r["status"]) for r in _rows(out)] == [("cnn", "ok"), ("mlp", "ok")]
@@ -179,7 +179,7 @@ def test_ctrl_c_in_training_checkpoints_and_the_rerun_resumes_that_run(tmp_path,
 def test_run_state_done_resume_fresh(study, tmp_path):
     folder = tmp_path / "cnn-seed0"
     shutil.copytree(study / "runs/cnn-seed0", folder)
-    cfg = mnistbench.train.load_run_config(folder)
+    cfg = mnistbench.run.load_run_config(folder)
     ok, failed = {"status": "ok"}, {"status": "failed"}
     assert run_state(folder, cfg, ok) == "done" and run_state(folder, cfg, None) == "done"
     assert run_state(folder, cfg, failed) == "fresh"  # failed rows are retried

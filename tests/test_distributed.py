@@ -38,7 +38,7 @@ def _rank(rank: int, world: int, port: int, overrides: dict, dump: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    import mnistbench.train as train_module
+    import mnistbench.run as train_module
 
     real_fit = train_module.fit
 
@@ -54,7 +54,7 @@ def _rank(rank: int, world: int, port: int, overrides: dict, dump: str) -> None:
 def test_two_gloo_ranks_train_exactly_what_one_process_trains(tmp_path, data_dir):
     one = tmp_path / "one"
     overrides = {**PARITY, "data_dir": str(data_dir)}
-    from mnistbench.train import train
+    from mnistbench.run import train
 
     single = train(resolve({**overrides, "out": str(one)}))
     two = tmp_path / "two"

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY
 
 from mnistbench.config import resolve
-from mnistbench.train import train
+from mnistbench.run import train
 
 
 def test_overfits_a_tiny_batch(tmp_path, data_dir):

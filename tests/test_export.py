@@ -14,7 +14,7 @@ from mnistbench.config import resolve
 from mnistbench.errors import UserError
 from mnistbench.fsio import write_json
 from mnistbench.models import MODELS, get_model
-from mnistbench.record import CONFIG, MODEL
+from mnistbench.record import CONFIG, MODEL, ONNX
 
 CLASSIFIERS = [name for name, spec in MODELS.items() if spec.task == "classify"]
 # offline: the transfer models start from scratch; their parity check runs fewer images (VGG16 is 134 M
@@ -41,7 +41,7 @@ def test_every_registered_classifier_is_covered():
 def test_onnx_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path, data_dir):
     run = fresh_run(tmp_path / model, model, **OPTIONS.get(model, {}))
     done = export.export_onnx(run, data_dir=str(data_dir), check_images=CHECK_IMAGES.get(model, 1000))
-    assert done.path == run / export.ONNX_FILE and done.path.stat().st_size == done.bytes
+    assert done.path == run / ONNX and done.path.stat().st_size == done.bytes
     assert done.exporter == "dynamo" and done.parity.ok
     assert done.parity.images == CHECK_IMAGES.get(model, 1000) and done.parity.max_abs_diff < 1e-4
     session = export.onnx_session(done.path)
@@ -59,7 +59,7 @@ def test_export_command_writes_where_asked(tmp_path, data_dir, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"wrote {out} (") and "dynamo exporter, dynamic batch" in line
     assert "parity with PyTorch on 1000 test images" in line and "argmax identical" in line
-    assert out.exists() and not (run / export.ONNX_FILE).exists()
+    assert out.exists() and not (run / ONNX).exists()
 
 
 def test_a_failed_parity_check_removes_the_file_and_says_by_how_much(tmp_path, data_dir, monkeypatch, capsys):
@@ -76,14 +76,14 @@ def test_a_failed_parity_check_removes_the_file_and_says_by_how_much(tmp_path, d
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("mnistbench: error: the ONNX export does not match PyTorch on 1000")
     assert "max abs logit difference 5.00e-01" in err and "argmax disagreements" in err and "removed" in err
-    assert not (run / export.ONNX_FILE).exists()
+    assert not (run / ONNX).exists()
 
 
 def test_the_detector_says_why_it_has_no_onnx_export(tmp_path, data_dir):
     run = fresh_run(tmp_path / "frcnn", "frcnn")
     with pytest.raises(UserError, match="frcnn cannot be exported to ONNX: .*data.*predict with --backend torch"):
         export.export_onnx(run, data_dir=str(data_dir))
-    assert not (run / export.ONNX_FILE).exists()
+    assert not (run / ONNX).exists()
 
 
 def test_missing_pieces_are_one_line_each(tmp_path, data_dir, monkeypatch, capsys):
@@ -108,6 +108,6 @@ def test_an_exporter_failure_is_one_line(tmp_path, data_dir, monkeypatch):
     with pytest.raises(UserError, match=r"^neither ONNX exporter could export the model \(dynamo: RuntimeError: "
                                         r"unsupported operator; TorchScript: RuntimeError: unsupported operator\)$"):
         export.export_onnx(run, data_dir=str(data_dir))
-    assert not (run / export.ONNX_FILE).exists()
+    assert not (run / ONNX).exists()
     with pytest.raises(UserError, match="no such folder to write x.onnx in"):
         export.export_onnx(run, out=tmp_path / "nowhere" / "x.onnx", data_dir=str(data_dir))

@@ -19,7 +19,7 @@ from mnistbench.errors import UserError
 from mnistbench.fsio import write_json
 from mnistbench.models import get_model
 from mnistbench.record import CONFIG, MODEL
-from mnistbench.train import train
+from mnistbench.run import train
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from mnistbench.cli import main
 RUN = ["--epochs", "3", "--batch-size", "32", "--seed", "5", "--quiet",
        "--set", "train_limit=4096", "--set", "test_limit=200", "--set", "val_size=200", "--set", "width=8",
        "--set", "deterministic=true", "--set", "checkpoint_minutes=0.0001", "--set", "log_every=4",
-       "--set", "inference_benchmark=false", "--set", "augment=affine", "--set", "dropout=0.2"]
+       "--set", "inference_benchmark=false", "--set", "augment=affine", "--set", "dropout=0.2",
+       "--set", "precision=fp32"]  # auto would time both precisions: a busy machine could pick differently
 
 
 def cli(*args: str) -> list[str]:

@@ -25,11 +25,11 @@ from mnistbench.data.datasets import load_arrays
 from mnistbench.fsio import write_json
 from mnistbench.models import get_model
 from mnistbench.record import CONFIG, MODEL, SUMMARY
+from mnistbench.run import train
 from mnistbench.serve.app import MAX_BYTES, allowed_hosts, create_app
 from mnistbench.serve.models import MAX_PIXELS, Models
 from mnistbench.serve.server import listen
 from mnistbench.study.results import RESULTS_JSON
-from mnistbench.train import train
 
 PNG = {"content-type": "image/png"}
 

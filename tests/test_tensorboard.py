@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY
 
 from mnistbench.config import resolve
-from mnistbench.train import resume_config, train
+from mnistbench.run import resume_config, train
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra: pip install 'mnistbench[tensorboard]'")
 

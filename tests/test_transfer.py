@@ -221,7 +221,7 @@ def test_short_train_on_real_data_records_the_weights_source(tmp_path, data_dir,
     from conftest import TINY
 
     from mnistbench.config import resolve
-    from mnistbench.train import train
+    from mnistbench.run import train
     cfg = resolve({**TINY, "model": "alexnet", "weights": str(alex_file), "finetune": finetune,
                    "train_limit": 64, "batch_size": 32, "test_limit": 64, "val_size": 64,
                    "data_dir": str(data_dir), "out": str(tmp_path / "run")})

@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # name -> module that defines it
-_FACE = {"resolve": "config", "Config": "config", "train": "train", "evaluate_run": "train",
+_FACE = {"resolve": "config", "Config": "config", "train": "run", "evaluate_run": "run",
          "compare": "study.compare", "get_model": "models", "list_models": "models", "UserError": "errors"}
 __all__ = list(_FACE)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Any
@@ -59,7 +60,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import resolve
     from .engine import Interrupted
-    from .train import resume_config, train
+    from .run import resume_config, train
 
     overrides = _overrides(args)
     cfg = resume_config(args.resume, overrides) if args.resume else resolve(overrides)
@@ -70,16 +71,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"\nmnistbench: stopped by {e}; checkpoint saved. Resume with: "
                   f"mnistbench train --resume {e.run_dir}", file=sys.stderr)
         else:
-            print(f"\nmnistbench: stopped by {e}; checkpoints=false, so nothing to resume from", file=sys.stderr)
+            print(f"\nmnistbench: stopped by {e}; checkpoints=false: `mnistbench train --resume {e.run_dir}` "
+                  "starts it again from its saved config", file=sys.stderr)
         return e.code
-    print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f} %, "
-          f"macro-F1 {s['test_macro_f1']:.4f}, training {s['train_seconds']:.1f} s "
-          f"({s['epochs_completed']} epochs), run folder {s['run_dir']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run, not one per process
+        print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f} %, "
+              f"macro-F1 {s['test_macro_f1']:.4f}, training {s['train_seconds']:.1f} s "
+              f"({s['epochs_completed']:g} epochs, {s['precision']}), run folder {s['run_dir']}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .train import evaluate_run
+    from .run import evaluate_run
 
     m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}

@@ -16,19 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint
-from .config import Config
 from .data.datasets import load_test_images
 from .data.pipeline import normalize
 from .device import Runtime
 from .errors import UserError
 from .fsio import write_atomic
-from .models import get_model, get_spec
-from .record import MODEL
+from .models import get_spec
+from .record import ONNX
+from .run import load_run_config, load_trained
 from .tasks.classify import predict as torch_logits
-from .train import load_run_config
 
-ONNX_FILE = "model.onnx"      # the export's default place: in the run folder, beside model.pt
 ATOL, RTOL = 1e-4, 1e-3       # parity: |onnx - torch| <= ATOL + RTOL * |torch|, logit by logit
 CHECK_IMAGES = 1000           # real test images the parity check runs
 CHECK_BATCH = 256             # not the export's example batch: the check exercises the dynamic axis
@@ -36,28 +33,6 @@ NO_DETECTOR = ("frcnn cannot be exported to ONNX: its batched detection heads ru
                "stops changing, a loop whose length depends on the data, which torch.export cannot trace "
                "(and torchvision's ONNX support covers only its stock per-image FasterRCNN); "
                "predict with --backend torch")
-
-
-def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> nn.Module:
-    """The run's trained model (its model.pt) on `rt`'s device, in eval mode.
-
-    Built without pretrained weights: model.pt replaces every parameter, and an offline machine must not
-    be sent looking for ImageNet files it does not need.
-    """
-    path = Path(run_dir) / MODEL
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no {MODEL} in it; train the run to the end first "
-                        f"(an interrupted run resumes with: mnistbench train --resume {run_dir})")
-    state = checkpoint.load(path, map_location=rt.device)
-    options = dict(cfg.model_args)
-    options.update({k: v for k, v in (("pretrained", False), ("weights", ""), ("finetune", "full"))
-                    if k in options})
-    model = rt.prepare(get_model(cfg.model, **options))
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"{path} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
-    return model.eval()
 
 
 def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
@@ -161,7 +136,7 @@ def export_onnx(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = N
     cfg = load_run_config(run_dir)
     if get_spec(cfg.model).task != "classify":
         raise UserError(NO_DETECTOR if cfg.model == "frcnn" else f"{cfg.model} runs cannot be exported to ONNX")
-    path = Path(out) if out else Path(run_dir) / ONNX_FILE
+    path = Path(out) if out else Path(run_dir) / ONNX
     if not path.parent.is_dir():
         raise UserError(f"{path.parent}: no such folder to write {path.name} in; create it or choose another --out")
     model = load_trained(run_dir, cfg, Runtime(torch.device("cpu"))).float()  # fp32 eval, whatever it trained in

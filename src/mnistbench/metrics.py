@@ -67,8 +67,9 @@ def detection_metrics(preds: list[dict[str, torch.Tensor]], targets: list[dict[s
     targets = [{"boxes": t["boxes"].float().cpu(), "labels": t["labels"].cpu()} for t in targets]
     out: dict[str, Any] = {}
     for thresholds, suffix in ((None, ""), ([0.5], "_50")):  # the second gives per-class AP at IoU 0.5
+        # sync_on_compute=False: under torchrun only rank 0 evaluates; a gather would wait for the others
         metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=thresholds,
-                                      class_metrics=True, backend="faster_coco_eval")
+                                      class_metrics=True, backend="faster_coco_eval", sync_on_compute=False)
         metric.update(preds, targets)
         r = metric.compute()
         classes = r["classes"].flatten().tolist()

@@ -23,11 +23,12 @@ from .data import images
 from .data.datasets import get_info
 from .device import Runtime
 from .errors import UserError
-from .export import ONNX_FILE, load_trained, onnx_logits, onnx_session
+from .export import onnx_logits, onnx_session
 from .fsio import check_writable, write_bytes
 from .models import get_spec
+from .record import ONNX
+from .run import load_run_config, load_trained, runtime
 from .tasks.classify import predict as classify_logits
-from .train import load_run_config, runtime
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MIN_SCORE = 0.5     # detections below this score are not reported as digits
@@ -60,7 +61,7 @@ class Predictor:
         if backend == "onnx":
             if p.kind != "classify":
                 raise UserError(f"{cfg.model} runs have no ONNX export; predict with --backend torch")
-            p.session = onnx_session(onnx_file or Path(run_dir) / ONNX_FILE, rt.device)
+            p.session = onnx_session(onnx_file or Path(run_dir) / ONNX, rt.device)
         elif backend == "torch":
             p.model = load_trained(run_dir, cfg, rt)
         else:

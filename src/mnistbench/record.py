@@ -18,6 +18,7 @@ METRICS = "metrics.jsonl"       # one JSON line per logged training step and per
 SUMMARY = "summary.json"        # test metrics, timings and costs; written last: its presence means "finished"
 MODEL = "model.pt"              # the selected (best-validation) weights, a plain state dict
 CHECKPOINT = "checkpoint.pt"    # the full training state, for --resume
+ONNX = "model.onnx"             # `mnistbench export`'s default output, beside model.pt
 PREDICTIONS = "predictions.json"  # every scored test image: its index in the official test set, label, prediction
 ERROR = "error.txt"             # the traceback of a run that failed inside a study
 # with tensorboard=true, TensorBoard's own event files (events.out.tfevents.*) sit beside these

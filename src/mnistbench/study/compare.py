@@ -13,7 +13,15 @@ from ..fsio import read_json
 from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
 from .formatting import pct
-from .plan import Job, StudySpec, check_builds, check_models, plan, rerun_command, run_state
+from .plan import (
+    Job,
+    StudySpec,
+    check_builds,
+    check_models,
+    plan,
+    rerun_command,
+    run_state,
+)
 
 
 class StudyInterrupted(Exception):
@@ -51,14 +59,14 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
     one from its checkpoint and retries failed ones. A run that fails becomes a failed row with its reason,
     and the study goes on. Ctrl-C or SIGTERM raises StudyInterrupted.
     """
-    spec = _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor)
+    spec = _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor, address)
     jobs = plan(spec)
     check_builds(jobs)
     meta = _open(spec, jobs)
-    return _execute(spec, jobs, meta, log or (lambda msg: None), build_report, address)
+    return _execute(spec, jobs, meta, log or (lambda msg: None), build_report)
 
 
-def _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor) -> StudySpec:
+def _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor, address) -> StudySpec:
     """The study's parameters, checked: models, seeds, preset, budgets, executor."""
     check_executor(executor)  # an unknown one, or ray / submitit not installed
     budgets = tuple(float(b) for b in budgets)
@@ -66,7 +74,7 @@ def _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quie
         raise UserError(f"--budgets {','.join(f'{b:g}' for b in budgets)}: need distinct budgets > 0 seconds")
     models = tuple(check_models(models, seeds, preset))
     return StudySpec(models, preset, seeds, budgets, dict(overrides or {}), Path(out) if out else default_out(preset),
-                     data_dir, device, quiet, executor)
+                     data_dir, device, quiet, executor, address)
 
 
 def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
@@ -88,7 +96,7 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
 
 
 def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callable[[str], None],
-             build_report: bool, address: str | None = None) -> list[dict[str, Any]]:
+             build_report: bool) -> list[dict[str, Any]]:
     """Run what is not done yet, saving the rows after every run; then the report."""
     from ..engine import Interrupted
 
@@ -123,7 +131,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
     current: list[Job] = []
     try:
         run_all(spec.executor, spec.out, [(j, states[j.run_dir]) for j in jobs if states[j.run_dir] != "done"],
-                lambda j, s: (current.append(j), started(j, s)), done, address=address)
+                lambda j, s: (current.append(j), started(j, s)), done, address=spec.address)
     except (Interrupted, KeyboardInterrupt) as e:
         raise _interrupted(e, current[-1], save(), spec) from None
     final = save()

@@ -45,7 +45,7 @@ def run_in_this_process(job: Job, folder: Path, state: str) -> Outcome:
     import torch
 
     from ..engine import Interrupted
-    from ..train import train
+    from ..run import train
 
     prepare(folder, state)
     deterministic = torch.are_deterministic_algorithms_enabled()

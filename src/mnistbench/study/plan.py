@@ -17,7 +17,7 @@ RUNS = "runs"
 # Set by compare itself, per run; the study's own flags choose them.
 RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
 # Config fields that do not change a result: a finished run with other values still counts as done.
-NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints")
+NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class StudySpec:
     device: str = "auto"
     quiet: bool = False
     executor: str = "local"
+    address: str | None = None        # the Ray cluster to join (executor ray)
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,11 @@ def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str
     found = status(folder)
     if found == "none":
         return "fresh"
-    try:
-        saved = read_config(folder)
+    try:  # re-resolved: a config written by an older version gains the fields it lacks, at their defaults
+        saved = Config.from_dict(read_config(folder)).to_dict()
     except UserError:
         return "fresh"
-    if decisive_settings(saved) != decisive_settings(json.loads(json.dumps(cfg.to_dict()))):
+    if decisive_settings(saved) != decisive_settings(cfg.to_dict()):
         return "fresh"
     if previous is not None and previous["status"] != "ok":
         return "fresh"  # failed rows are retried from scratch
@@ -149,6 +150,8 @@ def rerun_command(spec: StudySpec) -> str:
         args += ["--device", spec.device]
     if spec.executor != "local":
         args += ["--executor", spec.executor]
+    if spec.address:
+        args += ["--address", spec.address]
     for k, v in spec.overrides.items():
         args += ["--set", f"{k}={v}"]
     return shlex.join(args + (["--quiet"] if spec.quiet else []))

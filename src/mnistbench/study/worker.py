@@ -23,7 +23,7 @@ def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     from ..engine import Interrupted
     from ..fsio import write_bytes
     from ..record import ERROR
-    from ..train import train
+    from ..run import train
     from .outcome import one_line
 
     try:

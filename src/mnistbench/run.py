@@ -80,11 +80,6 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
 
 
 def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wall0: float) -> dict[str, Any]:
-    if group.active and get_spec(cfg.model).task == "detect":
-        # metrics.detection_metrics computes mAP with a torchmetrics Metric, which all-gathers across the
-        # processes when rank 0 evaluates alone (a hang); remove this once it passes sync_on_compute=False
-        raise UserError(f"{cfg.model} does not run under torchrun yet (its mAP would wait for every process); "
-                        "train it in one process per GPU, e.g. compare --executor ray")
     base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
     # data, model and plan first: a missing file or bad option stops the run before any file is written
@@ -183,17 +178,33 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Conf
     return merged
 
 
+def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.nn.Module:
+    """The run's trained model (its model.pt) on `rt`'s device, in eval mode.
+
+    Built without pretrained weights: model.pt replaces every parameter, and an offline machine must not
+    be sent looking for ImageNet files it does not need.
+    """
+    path = Path(run_dir) / MODEL
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {MODEL} in it; train the run to the end first "
+                        f"(an interrupted run resumes with: mnistbench train --resume {run_dir})")
+    state = checkpoint.load(path, map_location=rt.device)
+    options = dict(cfg.model_args)
+    options.update({k: v for k, v in (("pretrained", False), ("weights", ""), ("finetune", "full"))
+                    if k in options})
+    model = rt.prepare(get_model(cfg.model, **options))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"{path} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a run's saved model.pt on the test set; returns the test metrics."""
     cfg = load_run_config(run_dir)
     rt = runtime(cfg, device)
-    state = checkpoint.load(Path(run_dir) / MODEL, map_location=rt.device)
-    splits = load_data(cfg, rt, data_dir)
-    model = build_model(cfg, rt)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"{run_dir}/{MODEL} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
-    tested = make_task(cfg, splits, rt).test(model)
+    model = load_trained(run_dir, cfg, rt)
+    tested = make_task(cfg, load_data(cfg, rt, data_dir), rt).test(model)
     tested.pop("predictions")
     return tested
