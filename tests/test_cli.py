@@ -53,7 +53,7 @@ def test_run_writes_every_artifact(run_dir):
 def test_config_and_metrics_records(run_dir):
     cfg = json.loads((run_dir / "config.json").read_text())
     # the resolved config: every builder option, the one set and the defaults
-    assert cfg["config"]["model_args"] == {"width": 8, "dropout": 0.1} and cfg["config"]["epochs"] == 2
+    assert cfg["config"]["model_args"] == {"width": 8, "dropout": 0.0} and cfg["config"]["epochs"] == 2
     assert {"torch", "torchvision", "python"} <= set(cfg["versions"]) and cfg["device"].startswith("cpu")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]
@@ -61,6 +61,20 @@ def test_config_and_metrics_records(run_dir):
     assert [r["epoch"] for r in val] == [1, 2]
     assert train and all({"step", "loss", "train_seconds", "time"} <= set(r) for r in train)
     assert all({"val_loss", "val_accuracy", "train_seconds"} <= set(r) for r in val)
+
+
+def test_a_trained_runs_runtime_uses_the_precision_its_plan_chose(run_dir, tmp_path):
+    """precision=auto is re-decided by timing at training; evaluate and predict must use that decision."""
+    from mnistbench.run import load_run_config, runtime
+
+    cfg = load_run_config(run_dir)
+    doc = json.loads((run_dir / "config.json").read_text())
+    assert cfg.precision == "auto" and doc["plan"]["precision"] in ("fp32", "bf16")
+    for chosen in ("fp32", "bf16"):
+        folder = tmp_path / chosen
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**doc, "plan": {**doc["plan"], "precision": chosen}}))
+        assert runtime(cfg, "cpu", run_dir=folder).precision == chosen
 
 
 def test_evaluate_reproduces_test_metrics(run_dir, data_dir, capsys):

@@ -55,7 +55,7 @@ class Predictor:
         if not Path(run_dir).is_dir():
             raise UserError(f"{run_dir}: no such run folder")
         cfg = load_run_config(run_dir)
-        rt = runtime(cfg, device)
+        rt = runtime(cfg, device, run_dir=run_dir)
         p = cls(cfg, rt, kind=get_spec(cfg.model).task, classes=get_info(cfg.dataset).classes,
                 canvas=int(cfg.model_args.get("image_size", 0)))
         if backend == "onnx":

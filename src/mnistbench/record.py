@@ -62,6 +62,12 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     return doc["config"]
 
 
+def read_plan(folder: str | os.PathLike) -> dict[str, Any]:
+    """The training plan a run recorded in its config.json (precision chosen, steps), or {} if none."""
+    plan = read_json(Path(folder) / CONFIG, "run folder").get("plan")
+    return plan if isinstance(plan, dict) else {}
+
+
 def read_summary(folder: str | os.PathLike) -> dict[str, Any]:
     """A finished run's summary.json."""
     return read_json(Path(folder) / SUMMARY, "finished run folder")

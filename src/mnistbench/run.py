@@ -30,6 +30,7 @@ from .record import (
     SilentRecord,
     default_run_dir,
     read_config,
+    read_plan,
 )
 from .tasks import TASKS
 
@@ -45,9 +46,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def runtime(cfg: Config, device: str | None = None) -> Runtime:
-    """The run's Runtime from its config (`device` overrides the configured one)."""
-    return Runtime.resolve(device or cfg.device, cfg.precision, cfg.channels_last)
+def runtime(cfg: Config, device: str | None = None, *, run_dir: str | os.PathLike | None = None) -> Runtime:
+    """The run's Runtime from its config (`device` overrides the configured one). For a trained run
+    (`run_dir`), precision=auto becomes the precision its plan measured and trained with, so evaluate and
+    predict compute what the run's own test did."""
+    precision = cfg.precision
+    if precision == "auto" and run_dir is not None:
+        precision = read_plan(run_dir).get("precision") or precision
+    return Runtime.resolve(device or cfg.device, precision, cfg.channels_last)
 
 
 def load_data(cfg: Config, rt: Runtime, data_dir: str = "") -> Splits:
@@ -203,7 +209,7 @@ def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.
 def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a run's saved model.pt on the test set; returns the test metrics."""
     cfg = load_run_config(run_dir)
-    rt = runtime(cfg, device)
+    rt = runtime(cfg, device, run_dir=run_dir)
     model = load_trained(run_dir, cfg, rt)
     tested = make_task(cfg, load_data(cfg, rt, data_dir), rt).test(model)
     tested.pop("predictions")
