@@ -221,9 +221,10 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
             cfg = resolve({**presets.preset_overrides(preset, m), "model": m})  # every key valid
             assert cfg.model == m
     budget = presets.QUICK_BUDGET_S
-    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 3}  # no pretrained key
-    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 3, "pretrained": False}
-    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 3}
+    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 2}  # no pretrained key
+    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 2, "pretrained": False,
+                                                          "batch_size": 32}
+    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 2}
     assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
     assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
     assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default

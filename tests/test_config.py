@@ -9,9 +9,9 @@ from mnistbench.models import get_spec
 
 
 def test_recipe_then_overrides():
-    cfg = resolve({"model": "cnn", "epochs": "7", "width": "16", "quiet": True})
-    assert cfg.epochs == 7 and cfg.model_args == {"width": 16, "dropout": 0.1} and cfg.quiet is True
-    assert cfg.batch_size == get_spec("cnn").recipes["default"]["batch_size"] != 256  # recipe over global default
+    cfg = resolve({"model": "cnn", "epochs": "7", "width": "24", "quiet": True})
+    assert cfg.epochs == 7 and cfg.model_args == {"width": 24, "dropout": 0.0} and cfg.quiet is True
+    assert cfg.lr == get_spec("cnn").recipes["default"]["lr"] != 3e-3  # recipe over global default
     assert resolve({"recipe": "long"}).epochs > resolve({}).epochs
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3

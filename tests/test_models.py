@@ -32,9 +32,13 @@ def test_classifier_contract(name):
 def test_every_model_has_default_recipe_and_about(name):
     spec = get_spec(name)
     assert "default" in spec.recipes and spec.about
-    for key in spec.recipes["default"]:
-        from mnistbench.config import FIELDS
-        assert key in FIELDS, f"{name} recipe sets unknown field {key}"
+    from mnistbench.config import FIELDS, option_keys
+
+    known = set(FIELDS).union(*option_keys(name))  # config fields, the model's options (the CNN's width), its task's
+    for recipe in spec.recipes.values():
+        for key in recipe:
+            assert key in known, f"{name} recipe sets unknown key {key}"
+        assert "precision" not in recipe, f"{name}: a recipe must not force a precision (auto measures it)"
 
 
 def test_get_model_rejects_unknown_option():

@@ -228,3 +228,23 @@ def test_short_train_on_real_data_records_the_weights_source(tmp_path, data_dir,
     s = train(cfg)
     assert s["weights_source"] == f"file:{alex_file.resolve()}" and s["epochs_completed"] == 1
     assert sum(map(sum, s["confusion_matrix"])) == 64 and s["flops_per_image"] > 0
+
+
+@pytest.mark.parametrize("spec", [ALEXNET_SPEC, VGG16_SPEC], ids=["alexnet", "vgg16"])
+def test_from_scratch_he_init_and_torchvision_init(spec):
+    """From scratch, every conv/linear weight is Kaiming-normal for ReLU (std sqrt(2 / fan_in)), biases zero and
+    the last layer small; init=torchvision keeps torchvision's own (AlexNet: PyTorch's default, much smaller)."""
+    torch.manual_seed(0)
+    he = spec.build(pretrained=False)
+    layers = [m for m in he.net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for m in layers[:-1]:
+        fan_in = m.weight[0].numel()
+        assert m.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        assert not m.bias.any()
+    assert layers[-1].weight.std().item() == pytest.approx(0.01, rel=0.1)
+    torch.manual_seed(0)
+    tv = spec.build(pretrained=False, init="torchvision")
+    first = next(m for m in tv.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not torch.allclose(first.weight.std(), layers[0].weight.std(), rtol=0.1)
+    with pytest.raises(UserError, match="init must be one of"):
+        spec.build(pretrained=False, init="xavier")
