@@ -5,6 +5,7 @@
 # (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and, where this CPU has native bf16, with
 # precision=auto. ROWS: a regular expression on the row names, e.g. 'cnn' or 'cnn-s0|vit'.
 # Run it on a quiet machine: a second busy process on 2 cores slows PyTorch's threads many times over.
+# Every row in every mode takes about two hours on a 2-core CPU (fp32 alone ~65 min: VGG16 ~18, the study ~10).
 set -u
 data=${1:-../shared/data}
 out=${2:-runs/cpu-bars}
@@ -20,8 +21,12 @@ ROWS=(
   "cnn-s1|train --model cnn --seed 1"
   "cnn-s2|train --model cnn --seed 2"
   "cnn-long|train --model cnn --set recipe=long"
-  "vit|train --model vit"
-  "alexnet|train --model alexnet --set pretrained=false"
+  "vit-s0|train --model vit --seed 0"
+  "vit-s1|train --model vit --seed 1"
+  "vit-s2|train --model vit --seed 2"
+  "alexnet-s0|train --model alexnet --set pretrained=false --seed 0"
+  "alexnet-s1|train --model alexnet --set pretrained=false --seed 1"
+  "alexnet-s2|train --model alexnet --set pretrained=false --seed 2"
   "vgg16|train --model vgg16 --set pretrained=false"
   "frcnn|train --model frcnn"
   "compare-quick|compare"
