@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+from mnistbench.models import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNISTBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -50,3 +53,11 @@ def _no_network_and_small_threads(monkeypatch):
     monkeypatch.setattr("torch.hub.load_state_dict_from_url", refuse)
     monkeypatch.setattr("torch.hub.download_url_to_file", refuse)
     torch.manual_seed(0)
+
+
+def build_mlp(*, hidden: int = 16) -> nn.Module:
+    """A tiny MLP: the fast second model of these studies."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+MLP = ModelSpec(name="mlp", build=build_mlp, about="tiny MLP for tests")

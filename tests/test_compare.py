@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, STUDY_SETS
+from conftest import MLP, SMALL, STUDY_SETS, build_mlp
 from torch import nn
 
 import mnistbench.run
@@ -22,18 +22,9 @@ from mnistbench.cli import main
 from mnistbench.config import resolve
 from mnistbench.errors import UserError
 from mnistbench.models import ModelSpec
-from mnistbench.study import presets
 from mnistbench.study.compare import compare
 from mnistbench.study.plan import run_state
 from mnistbench.study.results import COLUMNS
-
-
-def build_mlp(*, hidden: int = 16) -> nn.Module:
-    """A tiny MLP: the fast second model of these studies."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-
-
-MLP = ModelSpec(name="mlp", build=build_mlp, about="tiny MLP for tests")
 
 
 def _failing(exc: BaseException):
@@ -210,28 +201,6 @@ def test_set_keys_go_to_the_models_that_take_them(tmp_path, data_dir, monkeypatc
         with pytest.raises(UserError, match=needle):  # vit's patch size is checked by building it, before any run
             compare(["cnn", "vit"], out=tmp_path, data_dir=str(data_dir), overrides=bad, log=None)
     assert not list(tmp_path.iterdir())  # refused before any work
-
-
-def test_presets_only_give_keys_a_model_takes(monkeypatch):
-    monkeypatch.setitem(models.MODELS, "mlp", MLP)
-    from mnistbench.models.transfer import VGG16_SPEC
-    monkeypatch.setitem(models.MODELS, "vgg16", VGG16_SPEC)
-    for preset in presets.names():
-        for m in models.list_models():
-            cfg = resolve({**presets.preset_overrides(preset, m), "model": m})  # every key valid
-            assert cfg.model == m
-    budget = presets.QUICK_BUDGET_S
-    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 2}  # no pretrained key
-    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 2, "pretrained": False,
-                                                          "batch_size": 32}
-    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 2}
-    assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
-    assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
-    assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default
-    nb = presets.preset_overrides("notebook", "vgg16")
-    assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
-
-
 
 
 # --- one process per run ---------------------------------------------------------------------------

@@ -1,0 +1,28 @@
+"""Study presets: every key a preset gives is one the model takes; the quick preset's budget and batches."""
+from __future__ import annotations
+
+from conftest import MLP
+
+from mnistbench import models
+from mnistbench.config import resolve
+from mnistbench.study import presets
+
+
+def test_presets_only_give_keys_a_model_takes(monkeypatch):
+    monkeypatch.setitem(models.MODELS, "mlp", MLP)
+    from mnistbench.models.transfer import VGG16_SPEC
+    monkeypatch.setitem(models.MODELS, "vgg16", VGG16_SPEC)
+    for preset in presets.names():
+        for m in models.list_models():
+            cfg = resolve({**presets.preset_overrides(preset, m), "model": m})  # every key valid
+            assert cfg.model == m
+    budget = presets.QUICK_BUDGET_S
+    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 2}  # no pretrained key
+    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 2, "pretrained": False,
+                                                          "batch_size": 32}
+    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 2}
+    assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
+    assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
+    assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default
+    nb = presets.preset_overrides("notebook", "vgg16")
+    assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
