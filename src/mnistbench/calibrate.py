@@ -103,10 +103,11 @@ def make_plan(model: nn.Module, cfg: Config, rt: Runtime, task: Any, step_ms: di
     seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt)
     if not math.isfinite(seconds) or seconds <= 0:
         seconds = cfg.budget_s  # nothing could be timed: one step
+    seconds = round(seconds, 6) or 1e-6  # the recorded step time is the one the steps are planned from
     total = max(1, int(cfg.budget_s / seconds))
     points = min(cfg.val_points, total)
     val_steps = tuple(sorted({round(total * k / points) for k in range(1, points + 1)}))
-    budget = {"budget_s": cfg.budget_s, "step_seconds": round(seconds, 6), "planned_steps": total,
+    budget = {"budget_s": cfg.budget_s, "step_seconds": seconds, "planned_steps": total,
               "images_seen": total * cfg.batch_size}
     return Plan(total, val_steps, rt.precision, step_ms, budget)
 
