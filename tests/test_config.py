@@ -26,6 +26,8 @@ def test_recipe_then_overrides():
     ({"model": "resnet"}, "registered models"),
     ({"recipe": "fast"}, "no recipe 'fast'"),
     ({"deterministic": "maybe"}, "expected a bool"),
+    ({"beta1": "1"}, "betas must be in"),
+    ({"beta2": "-0.1"}, "betas must be in"),
 ])
 def test_bad_keys_and_values(overrides, needle):
     with pytest.raises(UserError, match=needle):

@@ -61,3 +61,12 @@ def test_onecycle_matches_torch():
             assert lr_factor("onecycle", warmup, step, total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
             opt.step()
             sched.step()
+
+
+def test_adamw_takes_the_configured_betas():
+    from mnistbench.optim import make_optimizer
+
+    net = torch.nn.Linear(2, 2)
+    assert make_optimizer(net, resolve({"model": "cnn"})).param_groups[0]["betas"] == (0.7, 0.9)  # its recipe
+    assert make_optimizer(net, resolve({"model": "vit"})).param_groups[0]["betas"] == (0.9, 0.999)  # torch's
+    assert make_optimizer(net, resolve({"model": "cnn", "beta1": "0.8"})).param_groups[0]["betas"] == (0.8, 0.9)

@@ -38,6 +38,8 @@ class Config:
     weight_decay: float = 5e-4
     optimizer: str = "adamw"
     momentum: float = 0.9             # SGD only
+    beta1: float = 0.9                # AdamW only: its running-mean decay rates (torch's defaults)
+    beta2: float = 0.999
     schedule: str = "onecycle"        # onecycle | cosine (linear warmup, cosine decay) | constant
     warmup: float = 0.1               # fraction of all steps spent warming up
     label_smoothing: float = 0.0
@@ -193,6 +195,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{key}={getattr(cfg, key)} must be >= 0")
     if not 0 <= cfg.warmup < 1 or not 0 <= cfg.label_smoothing < 1 or not 0 <= cfg.target_accuracy <= 1:
         raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise UserError(f"beta1={cfg.beta1}, beta2={cfg.beta2}: AdamW's betas must be in [0, 1)")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
     TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options
