@@ -19,6 +19,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("auto", "fp32", "bf16"),
     "compile_mode": ("default", "reduce-overhead", "max-autotune"),
+    "tta": ("none", "shift"),
 }
 
 
@@ -48,6 +49,8 @@ class Config:
     translate: float = 2.0            # pixels
     rotate: float = 10.0              # degrees (affine only)
     scale: float = 0.1                # ± fraction (affine only)
+    tta: str = "none"                 # test-time augmentation of classifiers' test and predict (not of validation):
+                                      #   shift = mean softmax of the image and its 1-px shifts in 4 directions
     device: str = "auto"
     precision: str = "auto"           # auto: bf16 autocast on CUDA and on CPUs with native bf16
     channels_last: bool = True        # NHWC memory layout (measured faster on CPU and CUDA)
@@ -197,6 +200,8 @@ def validate(cfg: Config) -> None:
         raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1={cfg.beta1}, beta2={cfg.beta2}: AdamW's betas must be in [0, 1)")
+    if cfg.tta != "none" and get_spec(cfg.model).task != "classify":
+        raise UserError(f"tta={cfg.tta} is for classifiers; {cfg.model} detects digits (use tta=none)")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
     TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options

@@ -28,6 +28,7 @@ from .fsio import check_writable, write_bytes
 from .models import get_spec
 from .record import ONNX
 from .run import load_run_config, load_trained, runtime
+from .tasks.classify import combine, view_logits
 from .tasks.classify import predict as classify_logits
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -77,11 +78,13 @@ class Predictor:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """(N, classes) softmax probabilities of uint8 images (N, 28, 28)."""
-        bs = self.cfg.eval_batch_size
-        if self.session is not None:
-            logits = torch.from_numpy(onnx_logits(self.session, x, bs))
+        bs, images = self.cfg.eval_batch_size, torch.from_numpy(x)
+        if self.session is not None:  # the run's test-time views, as its test scored them
+            views = view_logits(lambda v: torch.from_numpy(onnx_logits(self.session, v.numpy(), bs)), images,
+                                self.cfg.tta)
+            logits = combine(views)
         else:
-            logits = classify_logits(self.model, torch.from_numpy(x), rt=self.rt, batch_size=bs).cpu()
+            logits = classify_logits(self.model, images, rt=self.rt, batch_size=bs, tta=self.cfg.tta).cpu()
         return logits.float().softmax(dim=1).numpy()
 
     @torch.no_grad()

@@ -13,6 +13,20 @@ def normalize(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return (x.unsqueeze(1).to(dtype) / 127.5 - 1.0)
 
 
+# Test-time augmentation: the views whose softmax outputs are averaged, as (down, right) pixel shifts
+TTA_VIEWS = {"none": ((0, 0),), "shift": ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))}
+
+
+def shifted(x: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """uint8 images (N, H, W) moved by whole pixels, the uncovered border filled with 0 (the background)."""
+    if not down and not right:
+        return x
+    k = max(abs(down), abs(right))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (k, k, k, k))
+    return padded[..., k - down:k - down + h, k - right:k - right + w]
+
+
 def epoch_order(n: int, *, seed: int, epoch: int, device) -> torch.Tensor:
     """The sample order of one epoch: a permutation that depends only on (seed, epoch).
 

@@ -1,8 +1,9 @@
 """Classification on device-resident data: the training task for fit(), prediction and test metrics."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +11,13 @@ from torch import nn
 
 from ..data.datasets import Splits
 from ..data.pipeline import (
+    TTA_VIEWS,
     augment,
     augment_translate,
     batch_indices,
     epoch_order,
     normalize,
+    shifted,
     steps_per_epoch,
 )
 from ..device import Runtime
@@ -78,6 +81,8 @@ class ClassifyTask:
         return F.cross_entropy(logits.float(), self.splits.train_y[idx[rows]], label_smoothing=self.cfg.label_smoothing)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
+        """Single-view validation metrics (no test-time augmentation: it would multiply the cost of every
+        validation; whether a recipe uses it was itself chosen on this split, docs/BENCHMARKS.md)."""
         logits = predict(model, self.splits.val_x, rt=self.rt, batch_size=self.cfg.eval_batch_size)
         y = self.splits.val_y
         return {"val_loss": F.cross_entropy(logits, y).item(),
@@ -86,7 +91,7 @@ class ClassifyTask:
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
         """Test metrics, FLOPs per image and (when configured) inference speed; "predictions" holds the
         predicted class of every test image (train() writes them to their own file)."""
-        out = test_metrics(model, self.splits, rt=self.rt, batch_size=self.cfg.eval_batch_size)
+        out = test_metrics(model, self.splits, rt=self.rt, batch_size=self.cfg.eval_batch_size, tta=self.cfg.tta)
         out["flops_per_image"] = flops_per_image(model, self.rt.device)
         if self.cfg.inference_benchmark:
             out.update(inference_speed(model, self.rt))
@@ -94,8 +99,7 @@ class ClassifyTask:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, rt: Runtime, batch_size: int = 1000) -> torch.Tensor:
-    """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of `batch_size`."""
+def _logits(model: nn.Module, images: torch.Tensor, rt: Runtime, batch_size: int) -> torch.Tensor:
     was_training = model.training
     model.eval()
     out = []
@@ -107,9 +111,32 @@ def predict(model: nn.Module, images: torch.Tensor, *, rt: Runtime, batch_size: 
     return torch.cat(out) if out else torch.empty(0, 10, device=rt.device)
 
 
-def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: int = 1000) -> dict[str, Any]:
-    """Metrics on the official test set, plus the indices of misclassified test images."""
-    logits = predict(model, splits.test_x, rt=rt, batch_size=batch_size)
+def view_logits(logits: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tta: str) -> torch.Tensor:
+    """(N, V, classes): `logits` of uint8 images (N, 28, 28) under each test-time view of `tta` (TTA_VIEWS);
+    view 0 is the image itself."""
+    return torch.stack([logits(shifted(images, *shift)) for shift in TTA_VIEWS[tta]], dim=1)
+
+
+def combine(views: torch.Tensor) -> torch.Tensor:
+    """(N, classes) from view_logits(): the logits of one view, else the log of the views' mean softmax."""
+    if views.shape[1] == 1:
+        return views[:, 0]
+    return torch.logsumexp(views.log_softmax(dim=-1), dim=1) - math.log(views.shape[1])
+
+
+def predict(model: nn.Module, images: torch.Tensor, *, rt: Runtime, batch_size: int = 1000,
+            tta: str = "none") -> torch.Tensor:
+    """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of `batch_size`; with
+    `tta` ("shift") the log of the mean softmax over the test-time views (see combine())."""
+    return combine(view_logits(lambda x: _logits(model, x, rt, batch_size), images, tta))
+
+
+def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: int = 1000,
+                 tta: str = "none") -> dict[str, Any]:
+    """Metrics on the official test set, plus the indices of misclassified test images. With `tta`, every
+    metric is of the averaged views, and test_accuracy_single_view says what the image alone scored."""
+    views = view_logits(lambda x: _logits(model, x, rt, batch_size), splits.test_x, tta)
+    logits = combine(views)
     preds = logits.argmax(1)
     report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
     wrong, wrong_count = misclassified(preds, splits.test_y, splits.test_index)
@@ -118,4 +145,6 @@ def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: i
         "test_loss": F.cross_entropy(logits, splits.test_y).item(),
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
         "misclassified": wrong, "misclassified_count": wrong_count, "predictions": preds.cpu(),
+        "test_accuracy_single_view": (views[:, 0].argmax(1) == splits.test_y).float().mean().item()
+        if views.shape[1] > 1 else None,
     }
