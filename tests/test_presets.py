@@ -16,13 +16,15 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
         for m in models.list_models():
             cfg = resolve({**presets.preset_overrides(preset, m), "model": m})  # every key valid
             assert cfg.model == m
-    budget = presets.QUICK_BUDGET_S
-    assert presets.preset_overrides("quick", "cnn") == {"budget_s": budget, "val_points": 2}  # no pretrained key
-    assert presets.preset_overrides("quick", "vgg16") == {"budget_s": budget, "val_points": 2, "pretrained": False,
-                                                          "batch_size": 32}
-    assert presets.preset_overrides("quick", "mlp") == {"budget_s": budget, "val_points": 2}
-    assert presets.preset_overrides("standard", "cnn") == {"recipe": "gpu"}
-    assert presets.preset_overrides("standard", "frcnn") == {"recipe": "long"}  # no gpu recipe: its long one
-    assert presets.preset_overrides("standard", "mlp") == {}  # neither: its default
+    budget, one = presets.QUICK_BUDGET_S, {"tta": "none"}  # every preset tests each network on one view
+    assert presets.preset_overrides("quick", "cnn") == {**one, "budget_s": budget, "val_points": 2}  # no pretrained
+    assert presets.preset_overrides("quick", "vgg16") == {**one, "budget_s": budget, "val_points": 2,
+                                                          "pretrained": False, "batch_size": 32}
+    assert presets.preset_overrides("quick", "mlp") == {**one, "budget_s": budget, "val_points": 2}
+    assert presets.preset_overrides("standard", "cnn") == {**one, "recipe": "gpu"}
+    assert presets.preset_overrides("standard", "frcnn") == {**one, "recipe": "long"}  # no gpu recipe: its long one
+    assert presets.preset_overrides("standard", "mlp") == one  # neither: its default
+    for preset in presets.names():  # the ViT's recipes average shifted views; no study does unless asked
+        assert resolve({**presets.preset_overrides(preset, "vit"), "model": "vit"}).tta == "none"
     nb = presets.preset_overrides("notebook", "vgg16")
     assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128

@@ -50,9 +50,10 @@ SPEC = ModelSpec(
                     "schedule": "onecycle", "label_smoothing": 0.1, "beta1": 0.7, "beta2": 0.9,
                     "augment": "none"},
         # width 32 with random shifts of up to 2 px for 10 epochs: on validation it tied 12 epochs of shifts,
-        # rotations and scaling (seeds 0 and 1), 16 epochs of either and width 48 for 8, and is the cheapest
+        # rotations and scaling (seeds 0 and 1), 16 epochs of either and width 48 for 8, and is the cheapest;
+        # test-time shifts: validation 99.60 % mean of 3 seeds against 99.57 % without
         "long": {"width": 32, "dropout": 0.0, "epochs": 10, "batch_size": 256, "lr": 1e-2, "schedule": "onecycle",
-                 "label_smoothing": 0.1, "beta1": 0.7, "beta2": 0.9, "augment": "translate"},
+                 "label_smoothing": 0.1, "beta1": 0.7, "beta2": 0.9, "augment": "translate", "tta": "shift"},
         # large batches keep a GPU busy; compile removes Python overhead (its time is reported apart);
         # not yet measured on a GPU with this net
         "gpu": {"epochs": 4, "batch_size": 512, "lr": 1e-2, "schedule": "onecycle", "label_smoothing": 0.1,

@@ -140,10 +140,11 @@ def build(*, patch_size: int = 7, dim: int = 96, depth: int = 4, heads: int = 4,
     return ViT(patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
 
 
-# AdamW with warmup + cosine, label smoothing and small affine augmentation: what a ViT needs on MNIST
+# AdamW with warmup + cosine, label smoothing and small affine augmentation: what a ViT needs on MNIST.
+# Test-time shifts (tta=shift) raised validation accuracy by 0.34-0.52 points on each of 3 seeds (docs/BENCHMARKS.md)
 _RECIPE = {"batch_size": 256, "lr": 2e-3, "weight_decay": 0.05, "optimizer": "adamw", "schedule": "cosine",
            "warmup": 0.1, "label_smoothing": 0.1, "grad_clip": 1.0, "augment": "affine", "translate": 2.0,
-           "rotate": 10.0, "scale": 0.1}
+           "rotate": 10.0, "scale": 0.1, "tta": "shift"}
 
 SPEC = ModelSpec(
     name="vit",

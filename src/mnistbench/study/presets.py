@@ -17,6 +17,11 @@ FALLBACK = "*"  # the entry for models a preset does not name (models registered
 QUICK_BUDGET_S = 60.0
 _QUICK = {"budget_s": QUICK_BUDGET_S, "val_points": 2, "pretrained": False}
 
+# Every preset tests each network alone, on the image as it is: a recipe's test-time augmentation (tta) would
+# give some models five forward passes and others one, and cost the quick study ~50 s on a 2-core CPU
+# (AlexNet's 50,000 test passes); `--set tta=shift` turns it back on for a study.
+SINGLE_VIEW = {"tta": "none"}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # An equal training budget for every model, each with its default recipe laid over that budget;
     # transfer models and the detector from scratch (no ImageNet download offline).
@@ -63,7 +68,7 @@ def preset_overrides(preset: str, model: str) -> dict[str, Any]:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     table = PRESETS[preset]
     wanted = table.get(model, table.get(FALLBACK, {}))
-    return accepted(model, wanted)
+    return accepted(model, {**SINGLE_VIEW, **wanted})
 
 
 def accepted(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
