@@ -189,7 +189,7 @@ VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-
 # AlexNet from scratch, batch 128, dropout 0, He init, fp32 (docs/BENCHMARKS.md): one epoch 98.38 % on the
 # validation split in 255 s for the whole command, two epochs 98.98 % in 504 s; one epoch is the default
 # because two do not fit the 5-minute CPU bar (--epochs 2 for the better model). Test-time shifts: validation
-# 98.70 % mean of 3 seeds against 98.60 % without, for ~30 s more of testing
+# 98.70 % mean of 3 seeds against 98.60 % without, for ~40 s more of testing (5 passes over the test set)
 ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, 64 px input", {
     "default": {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw",
                 "schedule": "onecycle", "warmup": 0.2, "augment": "none", "dropout": 0.0, "tta": "shift"},

@@ -100,6 +100,7 @@ class ClassifyTask:
 
 @torch.no_grad()
 def _logits(model: nn.Module, images: torch.Tensor, rt: Runtime, batch_size: int) -> torch.Tensor:
+    """fp32 logits (N, 10) of uint8 images (N, 28, 28), in eval mode and batches of `batch_size`."""
     was_training = model.training
     model.eval()
     out = []
