@@ -118,6 +118,10 @@ def view_logits(logits: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
     return torch.stack([logits(shifted(images, *shift)) for shift in TTA_VIEWS[tta]], dim=1)
 
 
+def _model_views(model: nn.Module, images: torch.Tensor, rt: Runtime, batch_size: int, tta: str) -> torch.Tensor:
+    return view_logits(lambda x: _logits(model, x, rt, batch_size), images, tta)
+
+
 def combine(views: torch.Tensor) -> torch.Tensor:
     """(N, classes) from view_logits(): the logits of one view, else the log of the views' mean softmax."""
     if views.shape[1] == 1:
@@ -129,14 +133,14 @@ def predict(model: nn.Module, images: torch.Tensor, *, rt: Runtime, batch_size: 
             tta: str = "none") -> torch.Tensor:
     """fp32 logits (N, 10) for uint8 images (N, 28, 28), in eval mode and batches of `batch_size`; with
     `tta` ("shift") the log of the mean softmax over the test-time views (see combine())."""
-    return combine(view_logits(lambda x: _logits(model, x, rt, batch_size), images, tta))
+    return combine(_model_views(model, images, rt, batch_size, tta))
 
 
 def test_metrics(model: nn.Module, splits: Splits, *, rt: Runtime, batch_size: int = 1000,
                  tta: str = "none") -> dict[str, Any]:
     """Metrics on the official test set, plus the indices of misclassified test images. With `tta`, every
     metric is of the averaged views, and test_accuracy_single_view says what the image alone scored."""
-    views = view_logits(lambda x: _logits(model, x, rt, batch_size), splits.test_x, tta)
+    views = _model_views(model, splits.test_x, rt, batch_size, tta)
     logits = combine(views)
     preds = logits.argmax(1)
     report = classification_report(preds, splits.test_y, num_classes=len(splits.info.classes))
