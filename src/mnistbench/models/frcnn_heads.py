@@ -160,14 +160,51 @@ def propose(rpn: RegionProposalNetwork, features: list[torch.Tensor], image_size
     return out, {"loss_objectness": (bce * sampled).sum() / count, "loss_rpn_box_reg": box_loss}
 
 
-def _heads(roi_heads: RoIHeads, feature: torch.Tensor, rois: torch.Tensor, stride: int):
-    """Class logits (B*R, C) and box deltas (B*R, C, 4) of (B, R, 4) boxes on one feature level."""
+def grid_roi_align(feature: torch.Tensor, rois: torch.Tensor, size: int, stride: int) -> torch.Tensor:
+    """torchvision's roi_align (aligned=False, sampling_ratio=1) of (B, R, 4) boxes as one grid_sample:
+    (B*R, C, size, size), equal up to float rounding.
+
+    With one sample per bin, RoIAlign reads the feature map bilinearly at each bin's centre, the box
+    at least one cell wide and tall; a point is clamped to the map's edge, or reads 0 beyond one cell
+    outside it. grid_sample (border padding, align_corners) does the same reads, and its CPU backward
+    is vectorised and multi-threaded, where torchvision's loops over boxes on one thread: 117 -> 20 ms
+    for a step's 1,024 boxes on 64 channels (2-core AMD EPYC, fp32; docs/BENCHMARKS.md).
+    """
+    b, r, _ = rois.shape
+    h, w = feature.shape[-2:]
+    x1, y1, x2, y2 = (rois.float() / stride).unbind(-1)
+    centres = torch.arange(size, device=rois.device, dtype=torch.float32) + 0.5
+    xs = x1[..., None] + centres * ((x2 - x1).clamp(min=1) / size)[..., None]  # (B, R, size)
+    ys = y1[..., None] + centres * ((y2 - y1).clamp(min=1) / size)[..., None]
+    gx = (2 * xs / (w - 1) - 1)[:, :, None, :].expand(b, r, size, size)
+    gy = (2 * ys / (h - 1) - 1)[:, :, :, None].expand(b, r, size, size)
+    grid = torch.stack([gx, gy], dim=-1).reshape(b, r * size, size, 2)
+    # fp32 like roi_align's autocast rule (bf16 would round coordinates to 0.25-0.5 px)
+    pooled = F.grid_sample(feature.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    inside = ((xs >= -1) & (xs <= w))[:, :, None, :] & ((ys >= -1) & (ys <= h))[:, :, :, None]
+    pooled = pooled * inside.reshape(b, 1, r * size, size)
+    c = feature.shape[1]
+    return pooled.view(b, c, r, size, size).transpose(1, 2).reshape(b * r, c, size, size).to(feature.dtype)
+
+
+def pool_rois(feature: torch.Tensor, rois: torch.Tensor, size: tuple[int, int], stride: int,
+              sampling_ratio: int) -> torch.Tensor:
+    """RoIAlign of (B, R, 4) boxes on one level: (B*R, C, *size); grid_roi_align on the CPU where it applies,
+    torchvision's roi_align elsewhere (its CUDA kernels are measured; the grid form is not, there)."""
+    if feature.device.type == "cpu" and sampling_ratio == 1 and size[0] == size[1]:
+        return grid_roi_align(feature, rois, size[0], stride)
     b, r, _ = rois.shape
     index = torch.arange(b, device=rois.device, dtype=rois.dtype).repeat_interleave(r)[:, None]
     # boxes stay fp32 (bf16 would round coordinates to 0.25-0.5 px); roi_align's autocast rule casts
-    pooled = roi_align(feature, torch.cat([index, rois.reshape(-1, 4)], dim=1),
-                       output_size=roi_heads.box_roi_pool.output_size, spatial_scale=1 / stride,
-                       sampling_ratio=roi_heads.box_roi_pool.sampling_ratio)
+    return roi_align(feature, torch.cat([index, rois.reshape(-1, 4)], dim=1), output_size=size,
+                     spatial_scale=1 / stride, sampling_ratio=sampling_ratio)
+
+
+def _heads(roi_heads: RoIHeads, feature: torch.Tensor, rois: torch.Tensor, stride: int):
+    """Class logits (B*R, C) and box deltas (B*R, C, 4) of (B, R, 4) boxes on one feature level."""
+    b, r, _ = rois.shape
+    pool = roi_heads.box_roi_pool
+    pooled = pool_rois(feature, rois, pool.output_size, stride, pool.sampling_ratio)
     logits, deltas = roi_heads.box_predictor(roi_heads.box_head(pooled))
     return logits.float(), deltas.float().view(b * r, -1, 4)
 
@@ -199,9 +236,10 @@ def box_losses(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposal
     return {"loss_classifier": (ce * weight).sum() / count, "loss_box_reg": box.sum() / count}
 
 
-def detections(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposals: Padded,
-               image_size: tuple[int, int]) -> tuple[Padded, torch.Tensor]:
-    """Final detections (boxes, labels 1..C-1, valid) of shape (B, D, ...) and their scores (B, D)."""
+def _candidates(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposals: Padded,
+                image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (proposal, digit class) box of the box head: boxes (B, M, 4), scores, labels 1..C-1 and the
+    mask of those that pass torchvision's score threshold and minimum size (B, M)."""
     b, p, _ = proposals.boxes.shape
     logits, deltas = _heads(roi_heads, feature, proposals.boxes, stride)
     boxes = roi_heads.box_coder.decode_single(deltas.flatten(1), proposals.boxes.reshape(-1, 4)).view(b, p, -1, 4)
@@ -214,6 +252,13 @@ def detections(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposal
     boxes, scores = boxes[:, :, 1:].reshape(b, -1, 4), scores[:, :, 1:].reshape(b, -1)  # drop the background
     ok = ((scores > roi_heads.score_thresh) & proposals.valid.repeat_interleave(c - 1, dim=1)
           & (boxes[..., 2] - boxes[..., 0] >= 1e-2) & (boxes[..., 3] - boxes[..., 1] >= 1e-2))
+    return boxes, scores, labels, ok
+
+
+def detections(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposals: Padded,
+               image_size: tuple[int, int]) -> tuple[Padded, torch.Tensor]:
+    """Final detections (boxes, labels 1..C-1, valid) of shape (B, D, ...) and their scores (B, D)."""
+    boxes, scores, labels, ok = _candidates(roi_heads, feature, stride, proposals, image_size)
     pre = scores.masked_fill(~ok, -1.0).topk(min(PRE_NMS_DETECTIONS, scores.shape[1]), dim=1).indices
     boxes, scores = boxes.gather(1, pre[..., None].expand(-1, -1, 4)), scores.gather(1, pre)
     labels, ok = labels.gather(1, pre), ok.gather(1, pre)
@@ -222,6 +267,15 @@ def detections(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposal
     at = best.indices
     return Padded(boxes.gather(1, at[..., None].expand(-1, -1, 4)), labels.gather(1, at), best.values >= 0), \
         best.values
+
+
+def best_detection(roi_heads: RoIHeads, feature: torch.Tensor, stride: int, proposals: Padded,
+                   image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label (1..C-1, 0 where none) and score (-1 where none) of each image's highest-scoring
+    detection, (B,) each: the first of `detections`, without its NMS, which never suppresses the best box."""
+    _, scores, labels, ok = _candidates(roi_heads, feature, stride, proposals, image_size)
+    best, at = scores.masked_fill(~ok, -1.0).max(dim=1)
+    return torch.where(best >= 0, labels.gather(1, at[:, None])[:, 0], 0), best
 
 
 def to_dicts(dets: Padded, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:

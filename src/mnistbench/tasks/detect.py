@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from .. import plots
 from ..data.datasets import Splits
@@ -111,7 +110,8 @@ class DetectTask:
         out = classification_metrics(self.classify_digits(model, self.splits.test_x), self.splits.test_y,
                                      self.splits.test_index)
         scenes = self.scenes(digit_pool(self.splits.test_x, self.splits.test_y), self.opts.test_scenes, TEST_SEED)
-        self.detect(model, scenes.images[:self.cfg.eval_batch_size])  # warm-up, not timed
+        # no separate warm-up: classification by detection has just run the same network on batches of
+        # the same canvases
         self.rt.sync()
         t0 = time.perf_counter()
         dets = self.detect(model, scenes.images)
@@ -147,11 +147,18 @@ class DetectTask:
         model.train(was_training)
         return out
 
+    @torch.no_grad()
     def classify_digits(self, model: nn.Module, digits: torch.Tensor) -> torch.Tensor:
-        """Classification by detection: each (28, 28) digit alone at native size in the canvas centre; -1 = no box."""
-        bs = self.cfg.eval_batch_size
-        preds = [top_labels(self.detect(model, centered(digits[i:i + bs], self.canvas)))
-                 for i in range(0, len(digits), bs)]
+        """Classification by detection: each (28, 28) digit alone at native size in the canvas centre is the
+        digit of its highest-scoring box (-1 = no box); model.best finds that box without the final NMS."""
+        was_training = model.training
+        model.eval()
+        preds, bs = [], self.cfg.eval_batch_size
+        for i in range(0, len(digits), bs):
+            with self.rt.autocast():
+                labels, _ = model.best(centered(digits[i:i + bs], self.canvas))
+            preds.append(labels - 1)  # the detector's class k is digit k - 1, and 0 (no box) becomes -1
+        model.train(was_training)
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=digits.device)
 
     @torch.no_grad()
@@ -187,20 +194,6 @@ class DetectTask:
         with self.rt.autocast():
             return 1000 * median_seconds(lambda i: model(images[i % len(images)][None]), self.rt,
                                          budget_s=self.rt.timing_budget_s)
-
-
-def top_labels(detections: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """(N,) the digit (0..9) of each image's highest-scoring box; -1 where the image has no box."""
-    if not detections:
-        return torch.empty(0, dtype=torch.int64)
-    # padding to (N, max boxes) keeps this one batched op instead of N small ones
-    scores = pad_sequence([d["scores"].float() for d in detections], batch_first=True, padding_value=-1.0)
-    labels = pad_sequence([d["labels"] for d in detections], batch_first=True, padding_value=0)
-    if scores.shape[1] == 0:
-        return torch.full((len(detections),), -1, dtype=torch.int64, device=scores.device)
-    best, at = scores.max(dim=1)
-    top = labels.gather(1, at[:, None])[:, 0]
-    return torch.where(best >= 0, top, -1)
 
 
 def classification_metrics(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None,
