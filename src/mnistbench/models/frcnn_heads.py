@@ -10,7 +10,9 @@ same things on padded (B, N, ...) tensors with the modules, thresholds and box c
 - NMS is exact greedy NMS (IoU > threshold suppresses), solved for all images at once;
 - post-processing keeps torchvision's score threshold, per-class NMS and detections per image, but
   runs NMS over each image's `PRE_NMS_DETECTIONS` best class-boxes only (a bound, not a change, unless
-  more than that many candidates clear the score threshold).
+  more than that many candidates clear the score threshold);
+- on the CPU, RoIAlign is one grid_sample (`grid_roi_align`, the same values; torchvision's CPU backward
+  runs on one thread and was a third of a training step).
 """
 from __future__ import annotations
 
