@@ -218,7 +218,8 @@ def _spec(bb: Backbone, about: str, recipes: dict[str, dict[str, Any]]) -> Model
 # Recipes for a 2-core CPU in fp32 (bf16 only where `precision=auto` measures it faster), from scratch as
 # here (no ImageNet download): dropout 0 trained faster than torchvision's 0.5 on the validation split
 # (AlexNet 265 steps of 64: 96.90 vs 96.18 %; VGG16 170 steps of 32: 92.94 vs 79.38 %). An AlexNet image
-# at 64 px costs ~95 M multiply-adds forward, VGG16 at 32 px ~430 M, most of them in the fixed-size classifier.
+# at 64 px costs ~95 M multiply-adds forward, VGG16 at 32 px ~430 M, 38 M and 103 M of them in the first
+# classifier layer, which the avgpool fold (pooled_linear) pays once per batch instead of once per image.
 VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-way head, 32 px input", {
     "default": {"epochs": 1, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.05, "optimizer": "adamw",
                 "schedule": "onecycle", "warmup": 0.1, "augment": "none", "dropout": 0.0},
@@ -226,9 +227,11 @@ VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-
              "schedule": "onecycle", "warmup": 0.1, "augment": "translate", "translate": 2},
 })
 # AlexNet from scratch, batch 128, dropout 0, He init, fp32 (docs/BENCHMARKS.md): one epoch 98.38 % on the
-# validation split in 255 s for the whole command, two epochs 98.98 % in 504 s; one epoch is the default
-# because two do not fit the 5-minute CPU bar (--epochs 2 for the better model). Test-time shifts: validation
-# 98.70 % mean of 3 seeds against 98.60 % without, for ~40 s more of testing (5 passes over the test set)
+# validation split in 255 s for the whole command, two epochs 98.98 % in 504 s (before the avgpool fold; one
+# epoch's command takes 198 s with it). Two epochs at batch 256, lr 2e-3, 288-293 s, were not better on
+# validation (98.80 % mean of 3 seeds with test-time shifts against 98.74 %), so one epoch stays the default
+# (--epochs 2 for the better model). Test-time shifts: validation 98.74 % mean of 3 seeds against 98.57 %
+# without, for ~24 s more of testing (40,000 more forward passes at ~1,660 images/s)
 ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, 64 px input", {
     "default": {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw",
                 "schedule": "onecycle", "warmup": 0.2, "augment": "none", "dropout": 0.0, "tta": "shift"},
