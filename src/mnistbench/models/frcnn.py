@@ -119,7 +119,8 @@ class DigitFasterRCNN(FasterRCNN):
         feature, proposals, rpn_losses = self._propose(images, targets if self.training else None)
         if self.training:
             return {**heads.box_losses(self.roi_heads, feature, ROI_STRIDE, proposals, targets), **rpn_losses}
-        return heads.to_dicts(*heads.detections(self.roi_heads, feature, ROI_STRIDE, proposals, tuple(images.shape[-2:])))
+        size = tuple(images.shape[-2:])
+        return heads.to_dicts(*heads.detections(self.roi_heads, feature, ROI_STRIDE, proposals, size))
 
     def best(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval mode: each canvas's highest-scoring detection as label (1..10, 0 where none) and score (-1
