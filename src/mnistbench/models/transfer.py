@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import torch
@@ -95,13 +95,12 @@ def sum_first_conv(conv: nn.Conv2d, mean: tuple[float, ...], std: tuple[float, .
     return new
 
 
-@lru_cache(maxsize=16)
 def _pool_matrix(h: int, w: int, out: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(out_h * out_w, h * w): adaptive_avg_pool2d from an h x w map to `out` as a matrix (each pooled cell
-    is a mean of input cells), read off by pooling the identity so it is torch's own definition."""
-    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable by autograd later
-        eye = torch.eye(h * w, device=device).view(h * w, 1, h, w)
-        return F.adaptive_avg_pool2d(eye, out).view(h * w, -1).T.contiguous()
+    is a mean of input cells), read off by pooling the identity so it is torch's own definition. Built on
+    every call (microseconds for these small maps): a cached tensor would leak out of ONNX export's tracing."""
+    eye = torch.eye(h * w, device=device).view(h * w, 1, h, w)
+    return F.adaptive_avg_pool2d(eye, out).view(h * w, -1).T
 
 
 def pooled_linear(features: torch.Tensor, out: tuple[int, int], linear: nn.Linear) -> torch.Tensor:
