@@ -132,13 +132,13 @@ class TransferNet(nn.Module):
         self.adapter, self.net = adapter, net
         self.finetune, self.backbone_lr_scale, self.weights_source = finetune, backbone_lr_scale, weights_source
         self.net.features.requires_grad_(finetune != "head")
+        size = net.avgpool.output_size  # (6, 6) in AlexNet, (7, 7) in VGG16
+        self.pool_out = (size, size) if isinstance(size, int) else tuple(size)
+        self.first_linear = next(i for i, m in enumerate(net.classifier) if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
+        net, out, first = self.net, self.pool_out, self.first_linear
         features = net.features(self.adapter(x))  # (B, C, h, w)
-        size = net.avgpool.output_size  # (6, 6) in AlexNet, (7, 7) in VGG16
-        out = (size, size) if isinstance(size, int) else tuple(size)
-        first = next(i for i, m in enumerate(net.classifier) if isinstance(m, nn.Linear))
         # AlexNet's classifier starts with dropout, which would mask each of the pooled copies apart
         dropout = any(m.training and m.p > 0 for m in net.classifier[:first] if isinstance(m, nn.Dropout))
         if features.shape[-2] * features.shape[-1] >= out[0] * out[1] or dropout:

@@ -133,32 +133,31 @@ class DetectTask:
 
     # --- evaluation helpers ------------------------------------------------------------------------
     @torch.no_grad()
-    def detect(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Eval-mode detections of (N, 1, S, S) canvases: one {"boxes", "labels" (digits 0..9), "scores"} each."""
+    def _eval_batches(self, model: nn.Module, images: torch.Tensor, call) -> list:
+        """call(batch) on `images` in batches of eval_batch_size, the model in eval mode under the run's autocast;
+        the model's mode is restored afterwards."""
         was_training = model.training
         model.eval()
-        out: list[dict[str, torch.Tensor]] = []
         bs = self.cfg.eval_batch_size
-        for i in range(0, len(images), bs):
-            with self.rt.autocast():
-                dets = model(images[i:i + bs])
-            # the detector's class 0 is the background: its class k is digit k - 1
-            out.extend({**d, "labels": d["labels"] - 1} for d in dets)
-        model.train(was_training)
-        return out
+        try:
+            out = []
+            for i in range(0, len(images), bs):
+                with self.rt.autocast():
+                    out.append(call(images[i:i + bs]))
+            return out
+        finally:
+            model.train(was_training)
 
-    @torch.no_grad()
+    def detect(self, model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Eval-mode detections of (N, 1, S, S) canvases: one {"boxes", "labels" (digits 0..9), "scores"} each."""
+        # the detector's class 0 is the background: its class k is digit k - 1
+        return [{**d, "labels": d["labels"] - 1} for dets in self._eval_batches(model, images, model) for d in dets]
+
     def classify_digits(self, model: nn.Module, digits: torch.Tensor) -> torch.Tensor:
         """Classification by detection: each (28, 28) digit alone at native size in the canvas centre is the
         digit of its highest-scoring box (-1 = no box); model.best finds that box without the final NMS."""
-        was_training = model.training
-        model.eval()
-        preds, bs = [], self.cfg.eval_batch_size
-        for i in range(0, len(digits), bs):
-            with self.rt.autocast():
-                labels, _ = model.best(centered(digits[i:i + bs], self.canvas))
-            preds.append(labels - 1)  # the detector's class k is digit k - 1, and 0 (no box) becomes -1
-        model.train(was_training)
+        # the detector's class k is digit k - 1, and 0 (no box) becomes -1
+        preds = self._eval_batches(model, digits, lambda d: model.best(centered(d, self.canvas))[0] - 1)
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=digits.device)
 
     @torch.no_grad()
