@@ -125,3 +125,12 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_restarts_it(tmp_pat
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] > 0
+
+
+def test_fractional_epochs_stop_part_way_through_the_last_epoch(tmp_path, data_dir):
+    # 2048 training images at batch 32: 64 steps per epoch; 1.5 epochs = 96 steps, validated at 64 and 96
+    s = train(_cfg(tmp_path, data_dir, budget_s=0.0, epochs="1.5"))
+    assert s["steps"] == s["planned_steps"] == 96 and s["epochs_completed"] == 1.5
+    assert [v["step"] for v in _vals(tmp_path / "run")] == [64, 96]
+    assert calibrate.epoch_steps(0.001, 64) == (1, (1,))  # never zero steps
+    assert calibrate.epoch_steps(2, 64) == (128, (64, 128))

@@ -20,12 +20,13 @@ def test_recipe_then_overrides():
 @pytest.mark.parametrize("overrides, needle", [
     ({"epoch": "3"}, "did you mean 'epochs'"),
     ({"learning_rate": "1"}, "unknown config key 'learning_rate'"),
-    ({"epochs": "three"}, "expected a int"),
+    ({"epochs": "three"}, "expected a number"),
+    ({"batch_size": "1.5"}, "expected a whole number"),
     ({"epochs": "0"}, "must be > 0"),
     ({"optimizer": "adam"}, "choose one of adamw, sgd"),
     ({"model": "resnet"}, "registered models"),
     ({"recipe": "fast"}, "no recipe 'fast'"),
-    ({"deterministic": "maybe"}, "expected a bool"),
+    ({"deterministic": "maybe"}, "expected true or false"),
     ({"beta1": "1"}, "betas must be in"),
     ({"beta2": "-0.1"}, "betas must be in"),
 ])

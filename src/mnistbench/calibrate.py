@@ -98,8 +98,7 @@ def make_plan(model: nn.Module, cfg: Config, rt: Runtime, task: Any, step_ms: di
     measured step time (reusing the precision timing when there was one), validation at val_points steps."""
     per_epoch = task.steps_per_epoch
     if not cfg.budget_s:
-        total = cfg.epochs * per_epoch
-        return Plan(total, tuple(range(per_epoch, total + 1, per_epoch)), rt.precision, step_ms)
+        return Plan(*epoch_steps(cfg.epochs, per_epoch), rt.precision, step_ms)
     seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt)
     if not math.isfinite(seconds) or seconds <= 0:
         seconds = cfg.budget_s  # nothing could be timed: one step
@@ -117,8 +116,15 @@ def replan(saved: Plan, cfg: Config, steps_per_epoch: int) -> Plan:
     an epoch run keeps its precision and lays its steps over the (possibly changed) number of epochs."""
     if saved.budget:
         return saved
-    total = cfg.epochs * steps_per_epoch
-    return Plan(total, tuple(range(steps_per_epoch, total + 1, steps_per_epoch)), saved.precision, saved.step_ms)
+    return Plan(*epoch_steps(cfg.epochs, steps_per_epoch), saved.precision, saved.step_ms)
+
+
+def epoch_steps(epochs: float, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
+    """(total steps, validation steps) of `epochs` epochs: validation at every epoch's end and, when the last
+    epoch is partial (epochs=1.5), at its last step too."""
+    total = max(1, round(epochs * steps_per_epoch))
+    ends = range(steps_per_epoch, total + 1, steps_per_epoch)
+    return total, tuple(sorted({*ends, total}))
 
 
 def runtime_for(plan: Plan, rt: Runtime) -> Runtime:

@@ -20,7 +20,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--dataset", help="mnist or fashion-mnist")
     p.add_argument("--data-dir", dest="data_dir", help="folder holding mnist/ and fashion-mnist/")
     p.add_argument("--out", help="the run folder (default runs/<timestamp>-<model>)")
-    p.add_argument("--epochs", help="training epochs")
+    p.add_argument("--epochs", help="training epochs (may be fractional: 1.5)")
     p.add_argument("--batch-size", dest="batch_size", help="training batch size")
     p.add_argument("--lr", help="peak learning rate")
     p.add_argument("--device", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps")

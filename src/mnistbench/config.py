@@ -32,7 +32,7 @@ class Config:
     data_dir: str = ""                # "" = $MNISTBENCH_DATA, else ~/.cache/mnistbench
     out: str = ""                     # run folder; "" = runs/<timestamp>-<model>
     recipe: str = "default"           # which of the model's recipes sets the defaults below
-    epochs: int = 2
+    epochs: float = 2.0               # may be fractional (1.5: the last epoch stops half-way)
     batch_size: int = 256
     eval_batch_size: int = 1000
     lr: float = 3e-3                  # peak learning rate
@@ -109,13 +109,16 @@ def parse_value(key: str, text: Any, default: Any) -> Any:
     return value
 
 
+_KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
 def _parse(key: str, text: Any, default: Any) -> Any:
     if not isinstance(text, str):
         if isinstance(default, float) and isinstance(text, int) and not isinstance(text, bool):
             return float(text)
         if default is None or type(text) is type(default):
             return text
-        raise UserError(f"{key}={text!r}: expected a {type(default).__name__}")
+        raise UserError(f"{key}={text!r}: expected {_KIND.get(type(default), type(default).__name__)}")
     try:
         if isinstance(default, bool):
             low = text.lower()
@@ -129,7 +132,7 @@ def _parse(key: str, text: Any, default: Any) -> Any:
         if isinstance(default, float):
             return float(text)
     except ValueError:
-        raise UserError(f"{key}={text!r}: expected a {type(default).__name__}") from None
+        raise UserError(f"{key}={text!r}: expected {_KIND.get(type(default), type(default).__name__)}") from None
     return text
 
 
