@@ -5,8 +5,9 @@
 # (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and, where this CPU has native bf16, with
 # precision=auto. ROWS: a regular expression on the row names, e.g. 'cnn' or 'cnn-s0|vit'.
 # Run it on a quiet machine: a second busy process on 2 cores slows PyTorch's threads many times over.
-# Every row in every mode takes well over an hour on a 2-core CPU (fp32 alone ~55 min: VGG16 ~13, the
-# ViT ~15 for its three seeds, the study ~8-9; the sum of the rows measured in docs/BENCHMARKS.md).
+# Every row in every mode takes well over an hour on a 2-core CPU (fp32 alone ~60 min: the ViT ~15 for its
+# three seeds, AlexNet ~12, VGG16 ~11, the detector ~10, the study ~8-9; the sum of the rows measured in
+# docs/BENCHMARKS.md).
 set -u
 data=${1:-../shared/data}
 out=${2:-runs/cpu-bars}
