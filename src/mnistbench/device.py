@@ -65,9 +65,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps every block over 32 MB on its own and unmaps it on free, and trims the heap above
     128 kB, so each training step's large tensors are page-faulted in afresh (AlexNet's first-layer gradient
-    is 151 MB): writing one took 48 ms instead of 4 ms. With mmap off for large blocks and the trim threshold
-    at 1 GiB, AlexNet's fp32 training step of 128 took 290 instead of 350 ms and VGG16's command 650 instead
-    of 766 s on a 2-core AMD EPYC (docs/BENCHMARKS.md; the CNN and ViT did not change); the price is that the
+    is 151 MB): writing one took 48–53 ms instead of 4. With mmap off for large blocks and the trim threshold
+    at 1 GiB, AlexNet's fp32 training step of 128 took 282-325 instead of 339-376 ms and VGG16's command 650
+    instead of 766 s on a 2-core AMD EPYC (docs/BENCHMARKS.md; the CNN and ViT did not change); the price is that the
     process keeps its peak memory. The same effect as preloading jemalloc or tcmalloc, without installing
     one. Linux with glibc only; set MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
     """
