@@ -53,15 +53,27 @@ def test_sdpa_matches_plain_softmax(heads):
 
 
 @pytest.mark.parametrize("heads", [1, 4])
-def test_model_fused_and_plain_paths_agree(heads):
+def test_model_attention_paths_agree(heads, monkeypatch):
     torch.manual_seed(0)
     model = vit.build(**dict(TINY, heads=heads)).eval()
     x = _input(3)
+    calls = []
+    real = vit.attention
+    monkeypatch.setattr(vit, "attention", lambda q, k, v, *, fused: calls.append(fused) or real(q, k, v, fused=fused))
+    out = {}
     with torch.no_grad():
-        fused = model(x)
-        model.set_fused(False)
-        plain = model(x)
-    torch.testing.assert_close(fused, plain)
+        for path in vit.ATTENTION:
+            model.set_attention(path)
+            out[path] = model(x)
+    # auto takes the plain path on CPU (measured faster there), sdpa and plain take their own
+    assert calls == [False] * TINY["depth"] + [True] * TINY["depth"] + [False] * TINY["depth"]
+    torch.testing.assert_close(out["sdpa"], out["plain"])
+    torch.testing.assert_close(out["auto"], out["plain"])
+
+
+def test_unknown_attention_is_one_clear_error():
+    with pytest.raises(UserError, match="attention must be one of auto, sdpa, plain"):
+        vit.build(**dict(TINY, attention="flash"))
 
 
 @pytest.mark.parametrize("patch_size", [7, 4])
@@ -123,7 +135,7 @@ def test_invalid_config_raises_user_error(cfg, words):
 def test_spec_is_consistent():
     spec = vit.SPEC
     assert spec.name == "vit"
-    assert set(spec.arg_defaults()) == {"patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout"}
+    assert set(spec.arg_defaults()) == {"patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout", "attention"}
     assert {"default", "long"} <= set(spec.recipes)
     for name, recipe in spec.recipes.items():
         assert set(recipe) <= set(RECIPE_KEYS), name
