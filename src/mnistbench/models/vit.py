@@ -13,7 +13,7 @@ from .spec import ModelSpec
 IMAGE_SIZE = 28
 PATCH_SIZES = (4, 7)  # the divisors of 28 that give a useful sequence: 49 or 16 tokens
 # auto: the plain path on CPU, where it measured faster for these short sequences (default ViT, fp32, 2-core
-# AMD EPYC, training step of 256: 79-95 against 100-132 ms; docs/BENCHMARKS.md), SDPA on other devices
+# AMD EPYC, training step of 256: 78-95 against 98-132 ms; docs/BENCHMARKS.md), SDPA on other devices
 ATTENTION = ("auto", "sdpa", "plain")
 
 
