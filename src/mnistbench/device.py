@@ -64,11 +64,11 @@ def keep_freed_memory() -> bool:
     """Let glibc's malloc reuse freed memory instead of handing it back to the OS; True if it was set.
 
     By default glibc maps every block over 32 MB on its own and unmaps it on free, and trims the heap above
-    128 kB, so each training step's large tensors are page-faulted in afresh (AlexNet's first-layer gradient
-    is 151 MB): writing one took 48–53 ms instead of 4. With mmap off for large blocks and the trim threshold
-    at 1 GiB, AlexNet's fp32 training step of 128 took 282-325 instead of 339-376 ms and VGG16's command 650
-    instead of 766 s on a 2-core AMD EPYC (docs/BENCHMARKS.md; the CNN and ViT did not change); the price is that the
-    process keeps its peak memory. The same effect as preloading jemalloc or tcmalloc, without installing
+    128 kB, so each training step's large tensors are page-faulted in afresh (the gradient of AlexNet's first
+    classifier layer is 151 MB): writing one took 48–53 ms instead of ~4. With mmap off for large blocks and
+    the trim threshold at 1 GiB, AlexNet's fp32 training step of 128 took 282-325 instead of 339-376 ms and
+    VGG16's command 650.4 instead of 766.0 s on a 2-core AMD EPYC with avx512_bf16 (docs/BENCHMARKS.md; the
+    CNN and ViT did not change); the price is that the process keeps its peak memory. The same effect as preloading jemalloc or tcmalloc, without installing
     one. Linux with glibc only; set MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
     """
     if not sys.platform.startswith("linux") or os.environ.get("MNISTBENCH_KEEP_FREED_MEMORY", "1") == "0":
