@@ -31,6 +31,23 @@ def test_best_validation_weights_are_kept(tmp_path, data_dir):
     assert set(saved) and all(torch.is_tensor(v) for v in saved.values())
 
 
+@pytest.mark.parametrize("checkpoints", [True, False])
+def test_model_pt_is_written_once_with_the_selected_weights(tmp_path, data_dir, monkeypatch, checkpoints):
+    from mnistbench import checkpoint
+
+    writes, save = [], checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, obj: (writes.append(path.name), save(path, obj)))
+    cfg = resolve({**TINY, "epochs": 2, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r"),
+                   "checkpoints": checkpoints})
+    train(cfg)
+    val = [json.loads(l)["val_accuracy"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(l)["kind"] == "val"]
+    new_bests = sum(v > max(val[:i], default=0.0) for i, v in enumerate(val))
+    # with checkpoints: at each validation that found new best weights (none after training); else once, at the end
+    assert writes.count("model.pt") == (new_bests if checkpoints else 1)
+    assert writes.count("checkpoint.pt") == (len(val) if checkpoints else 0)
+
+
 def test_target_accuracy_stops_early(tmp_path, data_dir):
     cfg = resolve({**TINY, "epochs": 5, "width": 8, "target_accuracy": 0.01, "data_dir": str(data_dir),
                    "out": str(tmp_path / "r")})

@@ -6,8 +6,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -144,6 +145,8 @@ class Trainer:
                 self._train_epoch(sig)
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+        if self.group.main and (self.best_weights is None or self._best_dirty):  # else the last checkpoint wrote it
+            checkpoint.save(self.run.path(MODEL), self.model.state_dict())
         return st
 
     def _train_epoch(self, sig: _Signals) -> None:
@@ -262,7 +265,8 @@ class Trainer:
 def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
         resume: dict[str, Any] | None = None, group: Group = SOLO) -> TrainState:
     """Train `model` on `task` for the plan's steps; on return the model holds the best-validation weights
-    (on rank 0 under torchrun; the other ranks hold the last weights)."""
+    and so does model.pt, written by the checkpoint that found them, else once at the end (on rank 0 under
+    torchrun; the other ranks hold the last weights)."""
     trainer = Trainer(model, task, cfg, rt, run, plan, group)
     if resume is not None:
         trainer.load_state_dict(resume)

@@ -109,7 +109,6 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
         raise
     if not group.main:
         return group.broadcast(None)
-    checkpoint.save(run.path(MODEL), model.state_dict())
     tested = task.test(model, run)
     run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
     summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
