@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory, data_dir):
     proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(data_dir, out)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "test accuracy" in proc.stdout
+    assert "test accuracy" in proc.stdout and "(2 epochs, " in proc.stdout
     return out
 
 
@@ -121,3 +121,10 @@ def test_models_and_help(capsys):
     assert "cnn" in out and "params" in out
     proc = subprocess.run([sys.executable, "-m", "mnistbench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_epochs_are_printed_short_and_singular_for_one():
+    from mnistbench.cli import epochs_text
+
+    assert [epochs_text(e) for e in (1.0, 1.5012, 2.0, 0.8512, 12.0)] == \
+        ["1 epoch", "1.5 epochs", "2 epochs", "0.85 epochs", "12 epochs"]

@@ -77,8 +77,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run, not one per process
         print(f"{s['model']} on {s['dataset']}: test accuracy {100 * s['test_accuracy']:.2f} %, "
               f"macro-F1 {s['test_macro_f1']:.4f}, training {s['train_seconds']:.1f} s "
-              f"({s['epochs_completed']:g} epochs, {s['precision']}), run folder {s['run_dir']}")
+              f"({epochs_text(s['epochs_completed'])}, {s['precision']}), run folder {s['run_dir']}")
     return 0
+
+
+def epochs_text(epochs: float) -> str:
+    """'1 epoch', '1.5 epochs', '2.35 epochs': at most two decimals (summary.json has four)."""
+    n = f"{epochs:.2f}".rstrip("0").rstrip(".")
+    return f"{n} epoch" + ("" if n == "1" else "s")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
