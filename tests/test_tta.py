@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 
 from mnistbench import export
 from mnistbench.config import resolve
@@ -21,8 +22,6 @@ from mnistbench.predict import Predictor
 from mnistbench.run import train
 from mnistbench.tasks import classify
 from mnistbench.tasks.classify import combine, predict
-
-from conftest import TINY
 
 CPU = Runtime(torch.device("cpu"))
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ class Plan:
         return {**asdict(self), "val_steps": list(self.val_steps)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
         return cls(**{**d, "val_steps": tuple(d["val_steps"])})
 
 

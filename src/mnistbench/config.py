@@ -4,8 +4,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import UserError
 from .models import get_spec
@@ -87,7 +88,7 @@ class Config:
         return {**d, **model_args, **task_args}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """The Config of a saved to_dict() (e.g. config.json), re-resolved and re-validated."""
         flat = {k: v for k, v in d.items() if k not in ("model_args", "task_args")}
         return resolve({**flat, **d.get("model_args", {}), **d.get("task_args", {})})

@@ -127,7 +127,7 @@ class Runtime:
     channels_last: bool = False
 
     @classmethod
-    def resolve(cls, device: str, precision: str, channels_last: bool) -> "Runtime":
+    def resolve(cls, device: str, precision: str, channels_last: bool) -> Runtime:
         """The Runtime for a config's device, precision and channels_last fields."""
         dev = pick_device(device)
         if dev.type == "cpu":

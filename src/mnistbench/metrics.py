@@ -3,7 +3,8 @@ and the exact statistics that compare runs: Wilson intervals, McNemar tests, Hol
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -61,7 +61,7 @@ class Scenes:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, part: slice) -> "Scenes":
+    def __getitem__(self, part: slice) -> Scenes:
         """The scenes of a slice, e.g. scenes[i:i + batch]."""
         return Scenes(self.images[part], self.boxes[part], self.labels[part], self.valid[part], self.sources[part])
 

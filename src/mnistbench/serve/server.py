@@ -7,7 +7,8 @@ import signal
 import socket
 import sys
 import threading
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 from ..errors import UserError
 from ..predict import MIN_SCORE

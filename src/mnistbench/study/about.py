@@ -1,7 +1,8 @@
 """What a study is, in sentences: preset, seeds, budgets and device, slices, weights, precision, what is missing."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .formatting import names
 from .results import Analysis

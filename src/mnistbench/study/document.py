@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 FIGURES = "figures"  # the folder of PNGs report.md links to (report.html embeds the same bytes)
 

@@ -7,7 +7,8 @@ no significant difference. Nothing here is fixed text about a particular model.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .formatting import interval, names, p_value, pct, ratio, secs, si
 from .paired import ALPHA, error_overlaps, find

@@ -1,7 +1,8 @@
 """Numbers and names as the study report prints them."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def si(x: float) -> str:

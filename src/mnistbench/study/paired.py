@@ -8,8 +8,9 @@ test of the study, so "significant" holds for the whole table at once.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..metrics import discordant, holm, mcnemar_exact
 from ..record import read_predictions

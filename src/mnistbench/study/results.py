@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..fsio import read_json, write_bytes, write_json

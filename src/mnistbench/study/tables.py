@@ -5,7 +5,8 @@ speeds and sizes carry their own unit (scenes) in the cell.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .formatting import cell, interval, si, value
 from .paired import budget_order
