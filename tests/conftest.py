@@ -18,6 +18,19 @@ TINY = {"train_limit": 512, "test_limit": 256, "val_size": 256, "epochs": 1, "ba
         "inference_benchmark": False, "quiet": True, "log_every": 2}
 
 
+def fake_digits(n: int, classes=range(10), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 28, 28) uint8 images each holding one random solid rectangle of ink, and random labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    corner = torch.randint(2, 12, (n, 2), generator=g)
+    size = torch.randint(4, 14, (n, 2), generator=g)
+    for i in range(n):  # test data only
+        (r, c), (h, w) = corner[i].tolist(), size[i].tolist()
+        x[i, r:r + h, c:c + w] = 255
+    y = torch.tensor(list(classes))[torch.randint(0, len(classes), (n,), generator=g)]
+    return x, y
+
+
 # compare sets quiet itself; budget_s=0: train for `epochs`, not for the quick preset's budget
 SMALL = {**{k: v for k, v in TINY.items() if k != "quiet"}, "budget_s": 0}
 # The models of the small study, shrunk: cnn 8 wide, a one-block ViT
