@@ -1,14 +1,23 @@
-"""Shared fixtures: the real data folder beside the repository (../shared/data), small and fast settings."""
+"""Shared fixtures and helpers: the real data folder beside the repository (../shared/data), small and fast
+settings, image files, run folders and the CNN that the predict and serve tests share."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from mnistbench.models import ModelSpec
+from mnistbench import checkpoint
+from mnistbench.config import resolve
+from mnistbench.data.datasets import load_arrays
+from mnistbench.fsio import write_json
+from mnistbench.models import ModelSpec, get_model
+from mnistbench.record import CONFIG, MODEL, SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNISTBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -74,3 +83,44 @@ def build_mlp(*, hidden: int = 16) -> nn.Module:
 
 
 MLP = ModelSpec(name="mlp", build=build_mlp, about="tiny MLP for tests")
+
+
+# --- image files, run folders, the shared CNN (predict, serve and browser tests) -----------------
+@pytest.fixture(scope="session")
+def test_set(data_dir):
+    """The official MNIST test images (10000, 28, 28) and labels, as NumPy arrays."""
+    _, _, x, y = load_arrays("mnist", data_dir, allow_download=False)
+    return np.array(x), np.array(y)
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def upscale(digit: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(digit).resize((side, side), Image.BICUBIC))
+
+
+def fresh_run(folder: Path, model: str, **options) -> Path:
+    """A run folder holding a freshly built (untrained) model: enough for plumbing and for ONNX parity."""
+    cfg = resolve({"model": model, "out": str(folder), **options})
+    folder.mkdir(parents=True)
+    write_json(folder / CONFIG, {"config": cfg.to_dict()})
+    checkpoint.save(folder / MODEL, get_model(model, **cfg.model_args).state_dict())
+    return folder
+
+
+def trained_cnn(tmp_path_factory, data_dir) -> Path:
+    """The default CNN on 15,000 real training digits, fp32 so that every CPU trains the same model
+    (precision=auto picks by timing), ~98.5-98.8 % on the test set; trained once per test session, by
+    whichever test asks first."""
+    from mnistbench.run import train
+
+    out = tmp_path_factory.getbasetemp() / "shared-cnn"
+    if not (out / SUMMARY).exists():
+        train(resolve({"model": "cnn", "data_dir": str(data_dir), "out": str(out), "train_limit": 15000,
+                       "precision": "fp32", "val_size": 1000, "test_limit": 500, "inference_benchmark": False,
+                       "checkpoints": False, "quiet": True}))
+    return out

@@ -9,56 +9,23 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import encode, fresh_run, trained_cnn
 from PIL import Image
 
-from mnistbench import checkpoint
 from mnistbench.cli import _parser, main
-from mnistbench.config import resolve
 from mnistbench.data import images
-from mnistbench.data.datasets import load_arrays
 from mnistbench.fsio import write_json
-from mnistbench.models import get_model
-from mnistbench.record import CONFIG, MODEL, SUMMARY
-from mnistbench.run import train
 from mnistbench.serve.app import MAX_BYTES, allowed_hosts, create_app
 from mnistbench.serve.models import MAX_PIXELS, Models
 from mnistbench.serve.server import listen
 from mnistbench.study.results import RESULTS_JSON
 
 PNG = {"content-type": "image/png"}
-
-
-# --- helpers shared with test_serve_browser.py ----------------------------------------------------
-def trained_cnn(tmp_path_factory, data_dir) -> Path:
-    """The default CNN on 15,000 real training digits, fp32 (~98.5 % on the test set); trained once per test
-    session, whichever serve test file asks first."""
-    out = tmp_path_factory.getbasetemp() / "serve-cnn"
-    if not (out / SUMMARY).exists():
-        train(resolve({"model": "cnn", "data_dir": str(data_dir), "out": str(out), "train_limit": 15000,
-                       "precision": "fp32", "val_size": 1000, "test_limit": 500, "inference_benchmark": False,
-                       "checkpoints": False, "quiet": True}))
-    return out
-
-
-def fresh_run(folder: Path, model: str, **options) -> Path:
-    """A run folder holding a freshly built (untrained) model: enough for the plumbing."""
-    cfg = resolve({"model": model, "out": str(folder), **options})
-    folder.mkdir(parents=True)
-    write_json(folder / CONFIG, {"config": cfg.to_dict()})
-    checkpoint.save(folder / MODEL, get_model(model, **cfg.model_args).state_dict())
-    return folder
-
-
-def encode(pixels: np.ndarray, fmt: str = "PNG", **options) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format=fmt, **options)
-    return buf.getvalue()
 
 
 def as_drawn(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -70,12 +37,6 @@ def as_drawn(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 # --- a real server on loopback --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def test_set(data_dir):
-    _, _, x, y = load_arrays("mnist", data_dir, allow_download=False)
-    return np.array(x), np.array(y)
-
-
 @contextlib.contextmanager
 def serving(models: Models):
     """The base URL of `models` served by uvicorn in a thread, on a free loopback port."""
@@ -128,7 +89,7 @@ def test_real_test_digits_are_read_through_the_api(sequential, digits):
     assert accuracy >= 0.95
     for a, body in zip(answers[:10], bodies):
         (p,) = a["predictions"]
-        assert p["model"] == "cnn" and p["run"] == "serve-cnn" and p["kind"] == "classify" and p["ms"] > 0
+        assert p["model"] == "cnn" and p["run"] == "shared-cnn" and p["kind"] == "classify" and p["ms"] > 0
         assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-4
         assert p["label"] == str(int(np.argmax(p["probabilities"])))
         # the same preprocessing as `mnistbench predict`: data.images, the MNIST recipe

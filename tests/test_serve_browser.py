@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import encode, fresh_run, trained_cnn
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from test_serve import encode, fresh_run, trained_cnn
 
 from mnistbench.data.datasets import load_arrays
 
@@ -121,11 +121,11 @@ def drawing(page) -> np.ndarray:
 def test_draw_a_digit_with_the_mouse(served, browser, tmp_path):
     url = served[0]
     page = open_page(browser, url, viewport={"width": 1200, "height": 800})
-    assert [c.get_attribute("data-run") for c in page.locator(".model").all()] == ["serve-cnn", "frcnn"]
+    assert [c.get_attribute("data-run") for c in page.locator(".model").all()] == ["shared-cnn", "frcnn"]
     draw(page, [SEVEN])
     replied(page, 1)
     got = answers(page)
-    cnn, detector = got["serve-cnn"], got["frcnn"]
+    cnn, detector = got["shared-cnn"], got["frcnn"]
     assert cnn["label"] == "7" and cnn["bars"][0] == ("7", max(p for _, p in cnn["bars"])), got
     assert len(cnn["bars"]) == 3 and cnn["bars"][0][1] > 0.5 and re.fullmatch(r"\d+\.\d ms", cnn["ms"])
     assert re.fullmatch(r"\d+\.\d ms", detector["ms"]) and detector["reads"]
@@ -141,11 +141,11 @@ def test_draw_a_digit_with_the_mouse(served, browser, tmp_path):
     assert np.mean(np.abs(drawing(page).astype(int) - one_stroke) > 60) > 0.02
     page.click("#undo")  # back to the 7 alone: asked again
     replied(page, 3)
-    assert answers(page)["serve-cnn"]["label"] == "7"
+    assert answers(page)["shared-cnn"]["label"] == "7"
     undone = np.abs(drawing(page).astype(int) - one_stroke)
     assert np.mean(undone > 60) < 0.002  # the bar is gone (stroke edges antialias a little differently)
     page.click("#clear")
-    assert answers(page)["serve-cnn"] == {"label": "–", "bars": [], "ms": "", "reads": None}
+    assert answers(page)["shared-cnn"] == {"label": "–", "bars": [], "ms": "", "reads": None}
     assert pixels(page.locator("#draw"))[12:-12, 12:-12].max() < 10  # black (inside the rounded corners)
     assert all(u.startswith(url) for u in page.requests) and not page.errors, (page.requests, page.errors)
 
@@ -159,7 +159,7 @@ def test_open_or_drop_an_image(served, browser, test_set, tmp_path):
         photo = encode(255 - np.asarray(Image.fromarray(x[i]).resize((160, 160))), "JPEG", quality=90)
         page.set_input_files("#file", files=[{"name": f"{i}.jpg", "mimeType": "image/jpeg", "buffer": photo}])
         replied(page, n)
-        assert answers(page)["serve-cnn"]["label"] == str(y[i]), i
+        assert answers(page)["shared-cnn"]["label"] == str(y[i]), i
     page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"hello"}])
     replied(page, 4)
     assert "notes.png: not an image" in page.inner_text("#status") and page.locator("#status.error").count() == 1
@@ -169,7 +169,7 @@ def test_open_or_drop_an_image(served, browser, test_set, tmp_path):
                                 list(digit))
     page.dispatch_event("#pad", "drop", {"dataTransfer": drop})
     replied(page, 5)
-    assert answers(page)["serve-cnn"]["label"] == str(y[4]) and "error" not in page.get_attribute("#status", "class")
+    assert answers(page)["shared-cnn"]["label"] == str(y[4]) and "error" not in page.get_attribute("#status", "class")
     assert all(u.startswith(url) for u in page.requests) and not page.errors, (page.requests, page.errors)
 
 
@@ -188,7 +188,7 @@ def test_a_phone_draws_with_a_finger(served, browser, tmp_path):
         points = [] if fx is None else [{"x": box["x"] + fx * box["width"], "y": box["y"] + fy * box["height"]}]
         cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
     replied(page, 1)
-    assert answers(page)["serve-cnn"]["label"] == "7"
+    assert answers(page)["shared-cnn"]["label"] == "7"
     page.screenshot(path=str(tmp_path / "serve-phone.png"), full_page=True)
     print(f"\nscreenshot: {tmp_path / 'serve-phone.png'}")
 
