@@ -32,7 +32,7 @@ def test_best_validation_weights_are_kept(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("checkpoints", [True, False])
-def test_model_pt_is_written_once_with_the_selected_weights(tmp_path, data_dir, monkeypatch, checkpoints):
+def test_model_pt_is_written_per_new_best_and_not_again_at_the_end(tmp_path, data_dir, monkeypatch, checkpoints):
     from mnistbench import checkpoint
 
     writes, save = [], checkpoint.save

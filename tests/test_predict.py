@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -114,15 +115,17 @@ def test_a_run_without_model_pt_is_an_error(cnn_run, tmp_path, capsys):
 
 
 def test_onnx_backend_matches_torch(cnn_run, test_set, data_dir, tmp_path, capsys):
-    x = test_set[0]
+    run = shutil.copytree(cnn_run, tmp_path / "run")  # the export goes into a copy of the shared run
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
     for i in range(4):
-        (tmp_path / f"{i}.png").write_bytes(encode(255 - upscale(x[i], 90)))
-    assert main(["predict", str(cnn_run), str(tmp_path / "0.png"), "--backend", "onnx"]) == 2
+        (pictures / f"{i}.png").write_bytes(encode(255 - upscale(test_set[0][i], 90)))
+    assert main(["predict", str(run), str(pictures / "0.png"), "--backend", "onnx"]) == 2
     assert "no such ONNX file" in capsys.readouterr().err
-    assert main(["export", str(cnn_run), "--data-dir", str(data_dir)]) == 0
+    assert main(["export", str(run), "--data-dir", str(data_dir)]) == 0
     assert "parity with PyTorch on 1000 test images" in capsys.readouterr().out
-    _, by_torch, _ = predict_json(capsys, cnn_run, tmp_path, "--device", "cpu")
-    _, by_onnx, _ = predict_json(capsys, cnn_run, tmp_path, "--backend", "onnx")
+    _, by_torch, _ = predict_json(capsys, run, pictures, "--device", "cpu")
+    _, by_onnx, _ = predict_json(capsys, run, pictures, "--backend", "onnx")
     assert [r["class"] for r in by_onnx] == [r["class"] for r in by_torch]
     # the run may predict in bf16 autocast on a CPU that has it; the ONNX file is fp32
     assert all(abs(a["probability"] - b["probability"]) < 0.02 for a, b in zip(by_onnx, by_torch))
