@@ -18,8 +18,6 @@ from conftest import encode, fresh_run, trained_cnn
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from mnistbench.data.datasets import load_arrays
-
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it)
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -56,12 +54,6 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
-
-
-@pytest.fixture(scope="module")
-def test_set(data_dir):
-    _, _, x, y = load_arrays("mnist", data_dir, allow_download=False)
-    return np.array(x), np.array(y)
 
 
 def open_page(browser, url: str, **context):

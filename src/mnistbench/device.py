@@ -68,8 +68,9 @@ def keep_freed_memory() -> bool:
     classifier layer is 151 MB): writing one took 48–53 ms instead of ~4. With mmap off for large blocks and
     the trim threshold at 1 GiB, AlexNet's fp32 training step of 128 took 282-325 instead of 339-376 ms and
     VGG16's command 650.4 instead of 766.0 s on a 2-core AMD EPYC with avx512_bf16 (docs/BENCHMARKS.md; the
-    CNN and ViT did not change); the price is that the process keeps its peak memory. The same effect as preloading jemalloc or tcmalloc, without installing
-    one. Linux with glibc only; set MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
+    CNN and ViT did not change); the price is that the process keeps its peak memory. The same effect as
+    preloading jemalloc or tcmalloc, without installing one. Linux with glibc only; set
+    MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
     """
     if not sys.platform.startswith("linux") or os.environ.get("MNISTBENCH_KEEP_FREED_MEMORY", "1") == "0":
         return False
