@@ -67,8 +67,10 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_network_and_small_threads(monkeypatch):
-    """Tests never touch the network: any download attempt fails loudly."""
+def _no_network_and_small_threads(monkeypatch, tmp_path_factory):
+    """Tests never touch the network: any download attempt fails loudly; and they never write the user's cache
+    (precision decisions, trusted files): each test gets its own."""
+    monkeypatch.setenv("MNISTBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in tests")
     monkeypatch.setattr("torchvision.datasets.utils.download_url", refuse)

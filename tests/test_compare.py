@@ -24,7 +24,7 @@ from mnistbench.errors import UserError
 from mnistbench.models import ModelSpec
 from mnistbench.study.compare import compare
 from mnistbench.study.plan import run_state
-from mnistbench.study.results import COLUMNS
+from mnistbench.study.rows import COLUMNS
 
 
 def _failing(exc: BaseException):
@@ -266,13 +266,87 @@ def test_budgets_train_every_model_at_each_budget_and_draw_accuracy_against_budg
             "--quiet", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
     assert main(args) == 0
     rows = _rows(out)
-    assert [(r["model"], r["budget_s"], r["run_dir"]) for r in rows] == [
-        ("cnn", "1.0", "runs/cnn-b1-seed0"), ("vit", "1.0", "runs/vit-b1-seed0"),
-        ("cnn", "2.0", "runs/cnn-b2-seed0"), ("vit", "2.0", "runs/vit-b2-seed0")]
+    assert [(r["model"], r["budget"], r["budget_unit"], r["run_dir"]) for r in rows] == [
+        ("cnn", "1.0", "s", "runs/cnn-b1-seed0"), ("vit", "1.0", "s", "runs/vit-b1-seed0"),
+        ("cnn", "2.0", "s", "runs/cnn-b2-seed0"), ("vit", "2.0", "s", "runs/vit-b2-seed0")]
     for r in rows:
         s = json.loads((out / r["run_dir"] / "summary.json").read_text())
-        assert s["budget"]["budget_s"] == float(r["budget_s"]) and s["steps"] == s["budget"]["planned_steps"]
+        assert s["budget"]["budget_s"] == float(r["budget"]) and s["steps"] == s["planned_steps"]
+        assert float(r["budget_error"]) == pytest.approx(s["train_seconds"] / float(r["budget"]) - 1)
     doc = json.loads((out / "results.json").read_text())
     assert doc["study"]["budgets"] == [1.0, 2.0] and len(doc["study"]["planned"]) == 4
     assert (out / "figures/accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
     assert "accuracy_vs_budget.png" in (out / "report.md").read_text()
+
+
+def test_a_flops_budget_gives_every_model_the_same_training_flops(tmp_path, data_dir):
+    out = tmp_path / "study"
+    args = ["compare", "--models", "cnn,vit", "--budget-flops", "2e9", "--out", str(out), "--data-dir",
+            str(data_dir), "--quiet", "--executor", "inline",
+            *[a for k, v in STUDY_SETS.items() if k != "budget_s" for a in ("--set", f"{k}={v}")]]
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [(r["model"], float(r["budget"]), r["budget_unit"]) for r in rows] == [("cnn", 2e9, "FLOPs"),
+                                                                                  ("vit", 2e9, "FLOPs")]
+    for r in rows:  # planned exactly: the most whole steps within the budget
+        one_step = 3 * int(r["flops_per_sample"]) * STUDY_SETS["batch_size"]
+        assert 0 <= 2e9 - float(r["train_flops"]) < one_step and r["run_dir"] == f"runs/{r['model']}-f2e9-seed0"
+    md = (out / "report.md").read_text()
+    assert "Each model had 2e9 FLOPs of training on cpu" in md and "a budget in training FLOPs" in md
+    assert "figures/accuracy_vs_flops.png" in md and "--budgets-flops 2e9" in md
+
+
+def test_a_run_made_by_other_code_runs_again_unless_kept_and_named(study, tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "study"
+    shutil.copytree(study, out)
+    config = out / "runs/cnn-seed0/config.json"
+    doc = json.loads(config.read_text())
+    doc.update(git_commit="0" * 40, mnistbench_version="0.0.9")
+    made = config.stat()
+    config.write_text(json.dumps(doc))
+    os.utime(config, ns=(made.st_atime_ns, made.st_mtime_ns))  # written before its summary, as a run writes it
+    real_train, calls = mnistbench.run.train, []
+
+    def counting(cfg, **kw):
+        calls.append((cfg.model, cfg.seed))
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(mnistbench.run, "train", counting)
+    kw = dict(seeds=2, out=out, data_dir=str(data_dir), quiet=True, overrides=STUDY_SETS, log=None, executor="inline")
+    compare(["cnn", "vit"], reuse_finished=True, **kw)
+    assert calls == []
+    md = (out / "report.md").read_text()
+    assert "runs kept from other code (--reuse-finished): runs/cnn-seed0 (mnistbench 0.0.9, commit 0000000000)" in md
+    compare(["cnn", "vit"], **kw)
+    assert calls == [("cnn", 0)]
+    assert "runs kept from other code" not in (out / "report.md").read_text()
+
+
+def test_a_run_outside_its_budget_is_flagged_in_the_runs_table_and_the_last_line(study, tmp_path):
+    from mnistbench.study.compare import _off_budget
+    from mnistbench.study.rows import upgrade
+
+    row = upgrade({"model": "cnn", "seed": 0, "status": "ok", "budget": 60.0, "budget_unit": "s", "budget_s": 60.0,
+                   "train_seconds": 63.0, "budget_error": 0.05})
+    assert _off_budget([row, {**row, "train_seconds": 61.0, "budget_error": 1 / 60}]) == \
+        "; outside the budget's tolerance (±3 % or ±1 s): cnn seed 0 (63.0 s for 60 s, +5.0 %)"
+    out = tmp_path / "study"
+    shutil.copytree(study, out)
+    run = out / "runs/cnn-seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    summary["budget_error"], config["config"]["budget_s"] = 0.5, 10.0  # 15 s of training for 10 s
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "summary.json").write_text(json.dumps(summary))  # written last, as a run writes it
+    assert main(["report", str(out)]) == 0
+    assert "(+50.0 %: **outside the budget's tolerance**)" in (out / "report.md").read_text()
+
+
+def test_progress_bars_only_on_a_screen_plain_lines_in_a_log(tmp_path, data_dir):
+    args = [sys.executable, "-m", "mnistbench", "train", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"),
+            *[a for k, v in {**SMALL, "width": 8, "epochs": 2}.items() if k != "budget_s"
+              for a in ("--set", f"{k}={v}")]]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    log = done.stdout + done.stderr
+    assert "\r" not in log and log.count("val_acc") == 2  # one line per validation

@@ -79,7 +79,7 @@ def test_results_json_pairs_the_models_seed_by_seed_on_their_predictions(study):
     doc = json.loads((study / "results.json").read_text())
     for r in doc["rows"]:
         assert r["test_accuracy_low"] <= r["test_accuracy"] <= r["test_accuracy_high"]
-        assert r["precision"] in ("bf16", "fp32") and r["budget_s"] is None and r["images_seen"] > 0
+        assert r["precision"] in ("bf16", "fp32") and r["budget"] is None and r["images_seen"] > 0
     tests = doc["comparisons"]
     assert [(t["model_a"], t["model_b"], t["seed"]) for t in tests] == [("cnn", "vit", 0), ("cnn", "vit", 1)]
     for t in tests:
@@ -163,7 +163,7 @@ def test_report_of_a_partial_study_names_the_missing_runs(study, tmp_path, capsy
     (interrupted / "checkpoint.pt").write_bytes(b"")
 
     def plan_six(doc):
-        doc["study"]["planned"] = [{"model": m, "seed": s, "budget_s": None, "run_dir": f"runs/{m}-seed{s}"}
+        doc["study"]["planned"] = [{"model": m, "seed": s, "budget": None, "run_dir": f"runs/{m}-seed{s}"}
                                    for s in range(3) for m in ("cnn", "vit")]
     _doctor(out, plan_six)
     assert main(["report", str(out)]) == 0
@@ -179,9 +179,9 @@ def test_budgets_give_a_budget_column_per_budget_tests_and_the_trade_off_figure(
     out = _copy(study, tmp_path)
 
     def two_budgets(doc):
-        doc["study"]["budgets"] = [30, 60]
+        doc["study"]["budgets"], doc["study"]["budget_unit"] = [30, 60], "s"
         for r in doc["rows"]:
-            r["budget_s"] = 30.0 if r["seed"] == 0 else 60.0
+            r["budget"], r["budget_unit"] = (30.0 if r["seed"] == 0 else 60.0), "s"
     _doctor(out, two_budgets)
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
@@ -191,7 +191,7 @@ def test_budgets_give_a_budget_column_per_budget_tests_and_the_trade_off_figure(
     assert _tables(_section(md, "Accuracy"))[0][0].startswith("| model | budget (s) | runs ok |")
     assert "Accuracy against training budget (mean over seeds): cnn" in md
     doc = json.loads((out / "results.json").read_text())
-    assert [(t["budget_s"], t["seed"]) for t in doc["comparisons"]] == [(30.0, 0), (60.0, 1)]
+    assert [(t["budget"], t["seed"]) for t in doc["comparisons"]] == [(30.0, 0), (60.0, 1)]
     assert all(len(t[0].split(" | ")) <= 9 for t in _tables(md))
     if CHROMIUM.exists():  # the README's pictures, made by the bench script
         proc = subprocess.run([sys.executable, str(REPO / "bench/report_pictures.py"), str(out), "--out",

@@ -1,46 +1,36 @@
-"""Decided before training, by measurement: the faster precision on this CPU, and how many steps fit a budget.
+"""Decided before training: the run's precision (measured once per machine and setting) and its first Plan.
 
-Both come from timing a few real training steps of this model at this batch on this machine. The model,
-its batch-norm statistics and every RNG are restored afterwards, so a run is the same whether or not it
-was measured; the result is a Plan, recorded in config.json and reused as it is on --resume.
+Both can come from timing a few real training steps of this model at this batch on this machine. The model,
+its batch-norm statistics and every RNG are restored afterwards, so a run is the same whether or not it was
+measured. precision=auto's choice is cached per machine and setting (fsio.cache_dir()/precision.json), so every
+run of one command, and every seed of a study's model, trains in the same precision.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 import torch
 from torch import nn
 
+from .budget import Plan, epoch_steps, flops_plan, seconds_plan
 from .config import Config
-from .device import Runtime, cpu_has_native_bf16
+from .device import Runtime, cpu_has_native_bf16, machine
+from .errors import UserError
+from .fsio import cache_dir, write_json
 from .optim import make_optimizer
 
 WARMUP_STEPS = 1                  # untimed: the first step builds kernels and caches
 MIN_STEPS, MAX_SECONDS = 3, 2.0   # timed: at least 2 steps, then stop at 3 steps or 2 s
 BF16_MARGIN = 0.85                # auto keeps bf16 only when its step takes < 85 % of fp32's
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How long a run trains and when it validates; what was measured to decide it."""
-
-    total_steps: int
-    val_steps: tuple[int, ...]               # global steps after which validation runs
-    precision: str                           # "bf16" or "fp32", as the Runtime uses it
-    step_ms: dict[str, float] | None = None  # measured ms per training step, by precision (None: not measured)
-    budget: dict[str, Any] | None = None     # budget_s, step_seconds, planned_steps, images_seen
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "val_steps": list(self.val_steps)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Plan:
-        return cls(**{**d, "val_steps": tuple(d["val_steps"])})
+PRECISION_CACHE = "precision.json"
 
 
 def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime) -> float:
@@ -75,57 +65,89 @@ def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime) -> float
 
 
 def choose_runtime(model: nn.Module, cfg: Config, rt: Runtime, make_task: Callable[[Runtime], Any]
-                   ) -> tuple[Runtime, dict[str, float] | None]:
-    """precision=auto on a CPU with native bf16: time fp32 and bf16 steps and keep bf16 only if clearly faster.
+                   ) -> tuple[Runtime, dict[str, float] | None, str]:
+    """(Runtime, step times measured in ms by precision or None, how the precision was decided).
 
-    A CPU without native bf16 emulates it 5-8x slower, so fp32 is kept there without timing; CUDA keeps
-    bf16 and an explicit precision is honoured. Returns the Runtime and the step times (ms) measured.
+    precision=auto: bf16 autocast on CUDA; fp32 on a CPU without native bf16 (emulated bf16 is several times
+    slower) and under deterministic=true (exact, and never timed: the same command gives the same run); on a
+    CPU with native bf16, bf16 only where its step takes under 85 % of fp32's, as measured once per machine
+    and setting and cached. An explicit precision is honoured.
     """
-    if cfg.precision != "auto" or rt.device.type != "cpu":
-        return rt, None
-    candidates = {"fp32": Runtime(rt.device, None, rt.channels_last),
-                  "bf16": Runtime(rt.device, torch.bfloat16, rt.channels_last)}
+    if cfg.precision != "auto":
+        return rt, None, "set"
+    if rt.device.type != "cpu":
+        return rt, None, rt.device.type  # "cuda" (bf16) or "mps" (fp32)
+    fp32 = Runtime(rt.device, None, rt.channels_last)
     if not cpu_has_native_bf16():
-        return candidates["fp32"], None
-    ms = {name: 1000 * step_seconds(model, make_task(c), cfg, c) for name, c in candidates.items()}
-    # bf16 only when clearly faster: near-equal timings on a busy CPU must not flip a model's precision
-    # from one seed to the next, and fp32 is the exact one
+        return fp32, None, "no native bf16"
+    if cfg.deterministic:
+        return fp32, None, "deterministic"
+    bf16 = Runtime(rt.device, torch.bfloat16, rt.channels_last)
+    key = _cache_key(cfg, rt)
+    cached = _read_cache().get(key)
+    if cached and cached.get("precision") in ("fp32", "bf16"):
+        return (bf16 if cached["precision"] == "bf16" else fp32), cached.get("step_ms"), "cached"
+    ms = {name: round(1000 * step_seconds(model, make_task(c), cfg, c), 3) for name, c in (("fp32", fp32),
+                                                                                          ("bf16", bf16))}
+    # bf16 only when clearly faster: near-equal timings on a busy CPU must not decide it, and fp32 is exact
     best = "bf16" if math.isfinite(ms["bf16"]) and ms["bf16"] < BF16_MARGIN * ms["fp32"] else "fp32"
-    return candidates[best], {k: round(v, 3) for k, v in ms.items()}
+    _write_cache(key, {"precision": best, "step_ms": ms, "measured": date.today().isoformat()})
+    return (bf16 if best == "bf16" else fp32), ms, "measured"
 
 
-def make_plan(model: nn.Module, cfg: Config, rt: Runtime, task: Any, step_ms: dict[str, float] | None) -> Plan:
-    """Epochs: total steps from the epochs, validation at epoch ends. A budget: the steps that fit it at the
-    measured step time (reusing the precision timing when there was one), validation at val_points steps."""
-    per_epoch = task.steps_per_epoch
-    if not cfg.budget_s:
-        return Plan(*epoch_steps(cfg.epochs, per_epoch), rt.precision, step_ms)
-    seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt)
-    if not math.isfinite(seconds) or seconds <= 0:
-        seconds = cfg.budget_s  # nothing could be timed: one step
-    seconds = round(seconds, 6) or 1e-6  # the recorded step time is the one the steps are planned from
-    total = max(1, int(cfg.budget_s / seconds))
-    points = min(cfg.val_points, total)
-    val_steps = tuple(sorted({round(total * k / points) for k in range(1, points + 1)}))
-    budget = {"budget_s": cfg.budget_s, "step_seconds": seconds, "planned_steps": total,
-              "images_seen": total * cfg.batch_size}
-    return Plan(total, val_steps, rt.precision, step_ms, budget)
+def _cache_key(cfg: Config, rt: Runtime) -> str:
+    """The machine and the settings a step time depends on (not the seed, data slice or schedule)."""
+    what = {"machine": machine(rt.device), "torch": torch.__version__, "model": cfg.model,
+            "model_args": dict(cfg.model_args), "task_args": dict(cfg.task_args), "batch_size": cfg.batch_size,
+            "processes": os.environ.get("WORLD_SIZE", "1"), "channels_last": cfg.channels_last,
+            "compile": cfg.compile, "compile_mode": cfg.compile_mode, "augment": cfg.augment}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def replan(saved: Plan, cfg: Config, steps_per_epoch: int) -> Plan:
+def _read_cache() -> dict[str, Any]:
+    try:
+        doc = json.loads((cache_dir() / PRECISION_CACHE).read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, entry: dict[str, Any]) -> None:
+    """Add one decision to the cache; a cache that cannot be written only means timing again next time."""
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / PRECISION_CACHE, {**_read_cache(), key: entry})
+    except OSError:
+        pass
+
+
+def make_plan(model: nn.Module, cfg: Config, rt: Runtime, task: Any, step_ms: dict[str, float] | None,
+              source: str, flops_per_sample: int | None) -> Plan:
+    """The first plan: epochs; a FLOPs budget (exact); or a seconds budget at the measured step time (reusing the
+    precision timing when there is one), which training re-plans from its own steps."""
+    common = {"precision": rt.precision, "step_ms": step_ms, "precision_source": source,
+              "flops_per_sample": flops_per_sample}
+    if cfg.budget_flops:
+        if not flops_per_sample:
+            raise UserError(f"budget_flops: the forward FLOPs of {cfg.model} could not be counted "
+                            "(torch.utils.flop_counter); use budget_s instead")
+        return flops_plan(cfg.budget_flops, flops_per_sample, cfg.batch_size, cfg.val_points,
+                          **{k: v for k, v in common.items() if k != "flops_per_sample"})
+    if cfg.budget_s:
+        seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt)
+        return seconds_plan(cfg.budget_s, seconds, cfg.batch_size, cfg.val_points, **common)
+    return Plan(*epoch_steps(cfg.epochs, task.steps_per_epoch), **common)
+
+
+def resumed_plan(saved: Plan, cfg: Config, steps_per_epoch: int) -> Plan:
     """The plan of a resumed run: a budgeted run keeps its recorded plan exactly (nothing is re-measured);
     an epoch run keeps its precision and lays its steps over the (possibly changed) number of epochs."""
     if saved.budget:
         return saved
-    return Plan(*epoch_steps(cfg.epochs, steps_per_epoch), saved.precision, saved.step_ms)
-
-
-def epoch_steps(epochs: float, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
-    """(total steps, validation steps) of `epochs` epochs: validation at every epoch's end and, when the last
-    epoch is partial (epochs=1.5), at its last step too."""
-    total = max(1, round(epochs * steps_per_epoch))
-    ends = range(steps_per_epoch, total + 1, steps_per_epoch)
-    return total, tuple(sorted({*ends, total}))
+    total, val_steps = epoch_steps(cfg.epochs, steps_per_epoch)
+    return Plan(total, val_steps, saved.precision, saved.step_ms, precision_source=saved.precision_source,
+                flops_per_sample=saved.flops_per_sample)
 
 
 def runtime_for(plan: Plan, rt: Runtime) -> Runtime:

@@ -128,6 +128,13 @@ def _compare_parsers(sub) -> None:
     p.add_argument("--budget", type=float, help="seconds of training per run, the same for every model")
     p.add_argument("--budgets", help="comma-separated budgets in seconds: every model trains at each one, and "
                    "the report draws accuracy against budget")
+    p.add_argument("--budget-flops", dest="budget_flops", type=float,
+                   help="training FLOPs per run (3 x forward FLOPs per sample x samples), the same for every model "
+                   "and on every machine")
+    p.add_argument("--budgets-flops", dest="budgets_flops", help="comma-separated budgets in training FLOPs")
+    p.add_argument("--reuse-finished", dest="reuse_finished", action="store_true",
+                   help="keep finished runs made by another version or commit of mnistbench (the report names "
+                   "them) instead of running them again")
     p.add_argument("--out", help="the study folder (default runs/compare-<preset>)")
     p.add_argument("--data-dir", dest="data_dir", default="", help="folder holding mnist/ and fashion-mnist/")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -144,17 +151,18 @@ def _compare_parsers(sub) -> None:
     p.add_argument("dir", help="the study folder (the --out of compare)")
 
 
-def _budgets(args: argparse.Namespace) -> list[float]:
+def _budgets(one: float | None, many: str | None, flag: str, example: str) -> list[float]:
+    """The budgets of `--budget X` or `--budgets A,B,C` (or their FLOPs twins, named by `flag`)."""
     from .errors import UserError
 
-    if args.budget is not None and args.budgets:
-        raise UserError("--budget and --budgets: give one of them")
-    if args.budget is not None:
-        return [args.budget]
+    if one is not None and many:
+        raise UserError(f"{flag} and {flag}s: give one of them")
+    if one is not None:
+        return [one]
     try:
-        return [float(b) for b in args.budgets.split(",") if b.strip()] if args.budgets else []
+        return [float(b) for b in many.split(",") if b.strip()] if many else []
     except ValueError:
-        raise UserError(f"--budgets {args.budgets!r}: expected seconds separated by commas, e.g. 30,60,120") from None
+        raise UserError(f"{flag}s {many!r}: expected numbers separated by commas, e.g. {example}") from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -163,9 +171,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     try:
-        rows = compare(models, preset=args.preset, seeds=args.seeds, budgets=_budgets(args), out=args.out,
-                       data_dir=args.data_dir, device=args.device, overrides=parse_sets(args.sets),
-                       quiet=args.quiet, executor=args.executor, address=args.address)
+        rows = compare(models, preset=args.preset, seeds=args.seeds,
+                       budgets=_budgets(args.budget, args.budgets, "--budget", "30,60,120"),
+                       budgets_flops=_budgets(args.budget_flops, args.budgets_flops, "--budget-flops", "1e13,5e13"),
+                       out=args.out, data_dir=args.data_dir, device=args.device, overrides=parse_sets(args.sets),
+                       quiet=args.quiet, executor=args.executor, address=args.address,
+                       reuse_finished=args.reuse_finished)
     except StudyInterrupted as e:
         print(f"\nmnistbench: {e}", file=sys.stderr)
         return e.code

@@ -63,8 +63,10 @@ class Config:
     train_limit: int = 0              # use only this many training images (0 = all)
     test_limit: int = 0               # score on a fixed random sample of N test images (0 = all)
     target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
-    budget_s: float = 0.0             # > 0: train for this many seconds of training steps (calibrated, planned
-                                      #   once); epochs is then ignored. 0: train for `epochs`
+    budget_s: float = 0.0             # > 0: train for this many seconds of training steps (planned from measured
+                                      #   steps, re-planned as it trains); epochs is then ignored. 0: train for `epochs`
+    budget_flops: float = 0.0         # > 0: train for this many training FLOPs (3 x forward FLOPs per sample x
+                                      #   samples seen), planned exactly; epochs is then ignored
     val_points: int = 4               # budgeted runs: validations at this many evenly spaced steps
     log_every: int = 50               # training steps per logged loss
     checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
@@ -196,7 +198,7 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, key) <= 0:
             raise UserError(f"{key}={getattr(cfg, key)} must be > 0")
     non_negative = ("weight_decay", "momentum", "grad_clip", "translate", "rotate", "scale", "val_size",
-                    "train_limit", "test_limit", "checkpoint_minutes", "budget_s")
+                    "train_limit", "test_limit", "checkpoint_minutes", "budget_s", "budget_flops")
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise UserError(f"{key}={getattr(cfg, key)} must be >= 0")
@@ -206,6 +208,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"beta1={cfg.beta1}, beta2={cfg.beta2}: AdamW's betas must be in [0, 1)")
     if cfg.tta != "none" and get_spec(cfg.model).task != "classify":
         raise UserError(f"tta={cfg.tta} is for classifiers; {cfg.model} detects digits (use tta=none)")
+    if cfg.budget_s and cfg.budget_flops:
+        raise UserError(f"budget_s={cfg.budget_s:g} and budget_flops={cfg.budget_flops:g}: give one budget, "
+                        "in seconds or in training FLOPs")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
     TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options

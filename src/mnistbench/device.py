@@ -81,14 +81,60 @@ def keep_freed_memory() -> bool:
         return False
 
 
+# The instruction-set flags that decide CPU training speed here: AVX2 (every x86-64 laptop of the last decade),
+# AVX-512, and native bf16 (AVX-512 BF16, AMX), without which bf16 autocast is emulated and slow.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 @functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8481C"), else the platform's word for it."""
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model Name", "cpu model") and value.strip():
+            return " ".join(value.split())
+    import platform
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.cache
+def cpu_flags() -> tuple[str, ...]:
+    """Which of ISA_FLAGS the CPU advertises (Linux's /proc/cpuinfo; none known elsewhere)."""
+    words = set()
+    for line in _cpuinfo().splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            words.update(line.partition(":")[2].split())
+    return tuple(f for f in ISA_FLAGS if f in words)
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU advertises AVX-512 BF16 or AMX-BF16 (where bf16 autocast can pay off)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags()
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    """What computed a run: the GPU's name and count, or the CPU's model name, threads and ISA flags."""
+    if device.type == "cuda":
+        return {"gpu": torch.cuda.get_device_name(device), "gpu_count": torch.cuda.device_count()}
+    if device.type == "mps":
+        return {"gpu": "Apple MPS", "cpu": cpu_name()}
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "cpu_flags": list(cpu_flags())}
+
+
+def machine_text(m: dict[str, object]) -> str:
+    """'AMD EPYC (2 threads, avx2)' or 'NVIDIA H100 80GB HBM3 (x 1)': a machine() in words."""
+    if "gpu" in m:
+        return f"{m['gpu']}" + (f" (x {m['gpu_count']})" if m.get("gpu_count") else "")
+    detail = [f"{m.get('threads')} threads"] + list(m.get("cpu_flags") or []) if m.get("threads") else []
+    return f"{m.get('cpu', 'unknown CPU')}" + (f" ({', '.join(detail)})" if detail else "")
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -105,10 +151,13 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def describe(device: torch.device) -> str:
-    """Human-readable device name, e.g. 'cuda (NVIDIA H100 80GB HBM3)' or 'cpu (2 threads)'."""
+    """The device in words: 'cuda (NVIDIA H100 80GB HBM3)' or 'cpu (AMD EPYC, 2 threads, avx2)'."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    if device.type == "mps":
+        return "mps (Apple MPS)"
+    m = machine(device)
+    return "cpu (" + ", ".join([str(m["cpu"]), f"{m['threads']} threads", *m["cpu_flags"]]) + ")"
 
 
 def synchronize(device: torch.device) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .calibrate import Plan
+from .budget import Plan
 from .config import Config
 from .device import Runtime
 from .distributed import SOLO, Group
@@ -86,11 +86,48 @@ class _Signals:
             signal.signal(s, h)
 
 
+class StepClock:
+    """Training seconds (TrainState.train_seconds): it runs while training steps run and is stopped around
+    validation and checkpoints; every reading waits for the device's queued work first."""
+
+    def __init__(self, state: TrainState, rt: Runtime):
+        self.state, self.rt, self.since = state, rt, None
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def stop(self) -> float:
+        """Add the time since start() to the training seconds; returns their total."""
+        self.rt.sync()
+        if self.since is not None:
+            self.state.train_seconds += time.perf_counter() - self.since
+        self.since = None
+        return self.state.train_seconds
+
+    def lap(self) -> float:
+        """stop() and start() again: the training seconds so far, the clock still running."""
+        total = self.stop()
+        self.start()
+        return total
+
+    def discard(self) -> float:
+        """The seconds since start(), not counted as training (the first compiled step); restarts the clock."""
+        self.rt.sync()
+        spent = time.perf_counter() - self.since
+        self.start()
+        return spent
+
+
+def _interactive() -> bool:
+    """Whether progress bars have a screen to redraw: a terminal, or a Jupyter notebook (tqdm's widget)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 class Trainer:
     """Holds model, optimizer, plan and state for one fit; see fit().
 
-    Under torchrun (`group`), the steps run through DDP on every rank; rank 0 validates and broadcasts the
-    result, and writes the checkpoints; the logged loss is the mean over the ranks.
+    Under torchrun (`group`), the steps run through DDP on every rank; rank 0 validates, re-plans a seconds
+    budget and broadcasts both, and writes the checkpoints; the logged loss is the mean over the ranks.
     """
 
     def __init__(self, model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
@@ -98,15 +135,21 @@ class Trainer:
         self.model, self.task, self.cfg, self.rt, self.run, self.plan = model, task, cfg, rt, run, plan
         self.group = group
         self.opt = make_optimizer(model, cfg)
-        self.val_steps = set(plan.val_steps)
-        self.epochs = math.ceil(plan.total_steps / task.steps_per_epoch)  # the last one may be partial
         self.lr = 0.0  # the head's learning rate at the current step
         self.net = group.wrap(model)  # DDP under torchrun, else the model itself
         self.net = torch.compile(self.net, mode=cfg.compile_mode) if cfg.compile else self.net
         self.state = TrainState()
+        self.clock = StepClock(self.state, rt)
+        self.replay: list[dict[str, Any]] = []  # re-plans recorded by an interrupted process, made again on resume
         self.best_weights: dict | None = None
         self._best_dirty = False
+        self._compiled = False
         self.run_loss = float("nan")  # the last logged training loss, shown on the progress bar
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the plan touches (the last one may be partial)."""
+        return math.ceil(self.plan.total_steps / self.task.steps_per_epoch)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self, rng_ranks: list | None = None) -> dict[str, Any]:
@@ -120,7 +163,11 @@ class Trainer:
         self.opt.load_state_dict(ckpt["optimizer"])
         checkpoint.set_rng_state(ckpt["rng"])
         self.state = TrainState(**ckpt["state"])
-        # the learning rate is a function of (step, total steps): a resumed run with more epochs re-plans it
+        self.clock = StepClock(self.state, self.rt)
+        # re-plans logged after the checkpoint are made again, as recorded: the resumed run trains the steps
+        # the interrupted one planned (the learning rate is a function of the plan and the step)
+        later = self.run.read_metrics()[self.state.metrics_lines:]
+        self.replay = [{k: v for k, v in r.items() if k != "kind"} for r in later if r.get("kind") == "replan"]
         self.run.truncate_metrics(self.state.metrics_lines)
         if self.group.main and self.run.path(MODEL).exists():
             self.best_weights = checkpoint.load(self.run.path(MODEL))
@@ -138,7 +185,7 @@ class Trainer:
         checkpoint.save(self.run.path(CHECKPOINT), self.state_dict(rng_ranks))
 
     # --- the loop ----------------------------------------------------------------------------
-    def fit(self) -> TrainState:
+    def fit(self) -> tuple[TrainState, Plan]:
         st = self.state
         with _Signals() as sig:
             while st.global_step < self.plan.total_steps and not st.stopped_early:
@@ -147,54 +194,66 @@ class Trainer:
             self.model.load_state_dict(self.best_weights)
         if self.group.main and (self.best_weights is None or self._best_dirty):  # else the last checkpoint wrote it
             checkpoint.save(self.run.path(MODEL), self.model.state_dict())
-        return st
+        return st, self.plan
 
     def _train_epoch(self, sig: _Signals) -> None:
-        """Steps of the current epoch until its end, the planned total or an early stop; validation at the
-        plan's validation steps; checkpoints there, every checkpoint_minutes and on a signal."""
-        cfg, st, task, total = self.cfg, self.state, self.task, self.plan.total_steps
+        """Steps of the current epoch until its end, the planned total or an early stop: re-plans at the plan's
+        re-plan steps, validation (and a checkpoint) at its validation steps, checkpoints every
+        checkpoint_minutes and on a signal."""
+        cfg, st, task = self.cfg, self.state, self.task
         self.model.train()
-        todo = min(task.steps_per_epoch, total - st.global_step + st.step_in_epoch)
-        bar = tqdm(total=todo, initial=st.step_in_epoch, disable=cfg.quiet or not self.group.main, leave=False,
-                   desc=f"epoch {st.epoch + 1}/{self.epochs}", dynamic_ncols=True)
+        bar = tqdm(total=self._epoch_steps(), initial=st.step_in_epoch, leave=False, dynamic_ncols=True,
+                   disable=cfg.quiet or not self.group.main or not _interactive(),
+                   desc=f"epoch {st.epoch + 1}/{self.epochs}")
         window = torch.tensor(st.window_loss, device=self.rt.device)
-        last_ckpt, shown = time.monotonic(), st.step_in_epoch
-        t0 = time.perf_counter()
+        last_ckpt = time.monotonic()
+        self.clock.start()
         for batch in task.batches(st.epoch, st.step_in_epoch):
-            first_compiled = cfg.compile and st.global_step == 0
             self._step(batch, window)
-            if first_compiled:  # the first compiled step includes compilation: reported apart
-                self.rt.sync()
-                st.compile_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
-            end = st.step_in_epoch == task.steps_per_epoch or st.global_step >= total
-            validate = st.global_step in self.val_steps
+            if cfg.compile and not self._compiled:  # this process's first compiled step compiles: apart
+                st.compile_seconds += self.clock.discard()
+                self._compiled = True
+            if st.global_step == self.plan.next_replan():
+                self._replan()
+                bar.total = self._epoch_steps()
+            end = st.step_in_epoch == task.steps_per_epoch or st.global_step >= self.plan.total_steps
+            validate = st.global_step in self.plan.val_steps
             logged = st.global_step % cfg.log_every == 0 or end or validate
             if logged:
-                t0 = self._log_train(window, t0)
-                bar.update(st.step_in_epoch - shown)
-                shown = st.step_in_epoch
+                self._log_train(window)
+                bar.update(st.step_in_epoch - bar.n)
                 bar.set_postfix(loss=f"{self.run_loss:.4f}")
             if st.step_in_epoch == task.steps_per_epoch:
                 st.epoch, st.step_in_epoch = st.epoch + 1, 0
-            timed = cfg.checkpoint_minutes and time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes
-            signum, timed = self.group.agree(sig.signum, timed, logged)  # torchrun: all ranks at the same step
-            if validate:
-                self._validate()
-                t0, last_ckpt = time.perf_counter(), time.monotonic()
-            elif signum or timed:
-                t0 = self._checkpoint_mid_epoch(window, t0)
+            signum, timed = self._agree(sig, last_ckpt, logged)
+            if validate or signum or timed:
+                self.clock.stop()
+                self._validate() if validate else self._checkpoint_mid_epoch(window)
                 last_ckpt = time.monotonic()
+                self.clock.start()
             if signum:
                 bar.close()
                 raise Interrupted(signum)
             if end or st.stopped_early:
                 break
+        self.clock.stop()
         bar.close()
+
+    def _epoch_steps(self) -> int:
+        """Steps of the current epoch the plan trains."""
+        st = self.state
+        return min(self.task.steps_per_epoch, self.plan.total_steps - st.global_step + st.step_in_epoch)
+
+    def _agree(self, sig: _Signals, last_ckpt: float, logged: bool) -> tuple[int, bool]:
+        """(signal to stop at, whether a timed checkpoint is due); under torchrun every rank decides the same at
+        the same logged step (distributed.Group.agree)."""
+        timed = bool(self.cfg.checkpoint_minutes) and time.monotonic() - last_ckpt > 60 * self.cfg.checkpoint_minutes
+        return self.group.agree(sig.signum, timed, logged)
 
     def _step(self, batch: Any, window: torch.Tensor) -> None:
         cfg = self.cfg
-        self.lr = set_lr(self.opt, lr_factor(cfg.schedule, cfg.warmup, self.state.global_step,
-                                             self.plan.total_steps))
+        at, total = self.plan.schedule_step(self.state.global_step)
+        self.lr = set_lr(self.opt, lr_factor(cfg.schedule, cfg.warmup, at, total))
         with self.rt.autocast():
             loss = self.task.loss(self.net, batch, self.state.global_step)
         self.opt.zero_grad(set_to_none=True)
@@ -207,17 +266,33 @@ class Trainer:
         self.state.step_in_epoch += 1
         self.state.window_steps += 1
 
+    def _replan(self) -> None:
+        """Re-plan a seconds budget from the mean step time since the previous re-plan (rank 0 measures and
+        broadcasts), or make again the re-plan an interrupted process recorded at this step; logged."""
+        st = self.state
+        seconds = self.clock.lap()
+        if self.replay and self.replay[0]["step"] == st.global_step:
+            plan = self.plan.with_replan(self.replay.pop(0))
+        elif self.group.main:
+            since = self.plan.replans[-1] if self.plan.replans else {"step": 0, "train_seconds": 0.0}
+            per_step = (seconds - since["train_seconds"]) / (st.global_step - since["step"])
+            plan = self.plan.replanned(st.global_step, per_step, seconds)
+        else:
+            plan = None
+        self.plan = self.group.broadcast(plan)
+        self.run.log({"kind": "replan", **self.plan.replans[-1]})
+
     def _check_finite(self, mean: float) -> None:
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"training loss became {mean} (cross-entropy / task loss) at step "
                                 f"{self.state.global_step}, learning rate {self.lr:.3g}; stopped, the last good "
                                 f"checkpoint is kept; try a lower --lr or --set grad_clip=1")
 
-    def _log_train(self, window: torch.Tensor, t0: float) -> float:
+    def _log_train(self, window: torch.Tensor) -> None:
         st = self.state
         self.group.mean_(window)  # torchrun: the mean over the ranks' shards, i.e. the global batch's loss
         self.run_loss = mean = window.item() / max(st.window_steps, 1)  # the host sync logging needs
-        st.train_seconds += time.perf_counter() - t0
+        self.clock.lap()
         self._check_finite(mean)
         self.run.log({"kind": "train", "step": st.global_step,
                       "epoch": st.epoch + st.step_in_epoch / self.task.steps_per_epoch, "loss": mean,
@@ -225,20 +300,15 @@ class Trainer:
                       "time": time.time()})
         window.zero_()
         st.window_steps = 0
-        return time.perf_counter()
 
-    def _checkpoint_mid_epoch(self, window: torch.Tensor, t0: float) -> float:
-        self.rt.sync()
-        self.state.train_seconds += time.perf_counter() - t0
+    def _checkpoint_mid_epoch(self, window: torch.Tensor) -> None:
         self.state.window_loss = self.group.mean_(window).item()  # every rank resumes with the same window
         self._check_finite(self.state.window_loss)
         self.save_checkpoint()
-        return time.perf_counter()
 
     def _validate(self) -> None:
         """Validate, keep the best weights, stop early at the target accuracy, checkpoint."""
         st, cfg = self.state, self.cfg
-        self.rt.sync()
         st.window_loss = 0.0  # just logged
         t_val = time.perf_counter()
         val = self.group.broadcast(self.task.validate(self.model) if self.group.main else None)  # rank 0, full split
@@ -263,10 +333,10 @@ class Trainer:
 
 
 def fit(model: nn.Module, task: Task, cfg: Config, rt: Runtime, run: RunRecord, plan: Plan,
-        resume: dict[str, Any] | None = None, group: Group = SOLO) -> TrainState:
-    """Train `model` on `task` for the plan's steps; on return the model holds the best-validation weights
-    and so does model.pt, written by the checkpoint that found them, else once at the end (on rank 0 under
-    torchrun; the other ranks hold the last weights)."""
+        resume: dict[str, Any] | None = None, group: Group = SOLO) -> tuple[TrainState, Plan]:
+    """Train `model` on `task` for the plan's steps; returns the final state and plan (with its re-plans). On
+    return the model holds the best-validation weights and so does model.pt, written by the checkpoint that
+    found them, else once at the end (on rank 0 under torchrun; the other ranks hold the last weights)."""
     trainer = Trainer(model, task, cfg, rt, run, plan, group)
     if resume is not None:
         trainer.load_state_dict(resume)

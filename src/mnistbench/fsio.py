@@ -68,3 +68,11 @@ def check_writable(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes(folder / ".write-test", b"ok")
     (folder / ".write-test").unlink()
+
+
+def cache_dir() -> Path:
+    """This user's mnistbench cache: $MNISTBENCH_CACHE, else $XDG_CACHE_HOME/mnistbench, else ~/.cache/mnistbench."""
+    if os.environ.get("MNISTBENCH_CACHE"):
+        return Path(os.environ["MNISTBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "mnistbench"

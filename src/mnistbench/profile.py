@@ -50,16 +50,26 @@ def inference_speed(model: nn.Module, rt: Runtime, *, large_batch: int | None = 
 
 
 def flops_per_image(model: nn.Module, device: torch.device) -> int | None:
-    """FLOPs of one forward pass on one image, counted by torch.utils.flop_counter (None if it fails)."""
+    """FLOPs of one forward pass on one 28 × 28 image (None if they cannot be counted)."""
+    return forward_flops(model, torch.zeros(1, 1, 28, 28, device=device))
+
+
+def forward_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
+    """FLOPs of one eval-mode forward pass on `sample` (a batch of one), counted by torch.utils.flop_counter
+    from the shapes of its matrix products and convolutions (the same on every machine); None if it fails. The
+    model's train/eval mode is restored."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 1, 28, 28, device=device))
+            model(sample)
         return int(counter.get_total_flops())
     except Exception:  # noqa: BLE001 - an op the counter cannot trace: report unknown, not a guess
         return None
+    finally:
+        model.train(was_training)
 
 
 def peak_memory_mb(device: torch.device) -> float:

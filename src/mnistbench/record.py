@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def git_commit() -> str | None:
     """The commit of the mnistbench source tree, if it is a git checkout."""
     try:
@@ -52,6 +54,29 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@functools.cache
+def source_sha256() -> str:
+    """sha256 over the package's Python source files (paths and contents): names the exact code, git or not."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_identity() -> dict[str, Any]:
+    """What code made a run: the mnistbench version, its git commit (None outside a checkout) and source hash."""
+    return {"mnistbench_version": versions()["mnistbench"], "git_commit": git_commit(),
+            "source_sha256": source_sha256()}
+
+
+def read_code_identity(folder: str | os.PathLike) -> dict[str, Any]:
+    """code_identity() as a run folder recorded it (values None where an older version did not record them)."""
+    doc = read_json(Path(folder) / CONFIG, "run folder")
+    return {"mnistbench_version": doc.get("mnistbench_version", (doc.get("versions") or {}).get("mnistbench")),
+            "git_commit": doc.get("git_commit"), "source_sha256": doc.get("source_sha256")}
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -122,11 +147,12 @@ class RunRecord:
         """A file inside the run folder (one of this module's names)."""
         return self.folder / name
 
-    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any]) -> None:
-        """config.json: the resolved config, the run's plan (precision, steps, budget: what was measured to decide
-        them) and the versions, device and commit that produced the run."""
+    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any],
+                     machine: dict[str, Any] | None = None) -> None:
+        """config.json: the resolved config, the run's first plan (precision, steps, budget: what was measured to
+        decide them), and what produced the run: versions, code (commit and source hash), device and machine."""
         write_json(self.folder / CONFIG, {"config": config, "plan": plan, "versions": versions(), "device": device,
-                                          "git_commit": git_commit()})
+                                          "machine": machine, **code_identity()})
         if self.board:
             self.board.config = config
 
@@ -178,7 +204,8 @@ class SilentRecord(RunRecord):
         self.folder, self.board = Path(folder), None
         self.metrics_path = self.folder / METRICS
 
-    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any]) -> None:
+    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any],
+                     machine: dict[str, Any] | None = None) -> None:
         pass
 
     def write_summary(self, summary: dict[str, Any]) -> None:

@@ -11,16 +11,17 @@ import numpy as np
 import torch
 
 from . import checkpoint, distributed, plots
-from .calibrate import Plan, choose_runtime, make_plan, replan, runtime_for
+from .budget import Plan, budget_error, train_flops
+from .calibrate import choose_runtime, make_plan, resumed_plan, runtime_for
 from .config import Config, effective_settings, resolve
 from .data.datasets import Splits, get_info, load_splits
-from .device import Runtime
+from .device import Runtime, machine
 from .distributed import Group
 from .engine import Interrupted, TrainState, fit
 from .errors import UserError
 from .metrics import time_to_accuracy
 from .models import get_model, get_spec
-from .profile import peak_memory_mb
+from .profile import forward_flops, peak_memory_mb
 from .record import (
     CHECKPOINT,
     CONFUSION,
@@ -99,11 +100,11 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
     run = (RunRecord if group.main else SilentRecord)(folder, tensorboard=cfg.tensorboard)
     if resume_from and resume is None:
         run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config
-    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict())
+    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict(), machine(rt.device))
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     try:
-        state = fit(model, task, cfg, rt, run, plan, resume=resume, group=group)
+        state, plan = fit(model, task, cfg, rt, run, plan, resume=resume, group=group)
     except Interrupted as e:
         e.run_dir = run.folder
         raise
@@ -114,6 +115,7 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
     summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
     summary.update(_costs(model, rt, group))
+    summary["machine"] = machine(rt.device)
     summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
     run.write_summary(summary)
     write_figures(run, summary)
@@ -129,25 +131,33 @@ def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
 
 def _plan(cfg: Config, model: torch.nn.Module, splits: Splits, base: Runtime, resume: dict[str, Any] | None,
           group: Group) -> Plan:
-    """The precision and steps of the run: the checkpoint's plan on resume (nothing re-measured), else measured.
+    """The precision and steps of the run: the checkpoint's plan on resume (nothing re-measured), else decided now
+    (precision, forward FLOPs per sample, and the steps of the budget or epochs).
 
-    Under torchrun rank 0 measures alone, one rank's shard per step (its plan is broadcast to every rank).
+    Under torchrun rank 0 decides alone, timing one rank's shard per step (its plan is broadcast to every rank).
     """
     if resume is not None and "plan" in resume:
-        return replan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
-    rt, step_ms = choose_runtime(model, cfg, base, lambda r: group.shard(make_task(cfg, splits, r)))
-    return make_plan(model, cfg, rt, group.shard(make_task(cfg, splits, rt)), step_ms)
+        return resumed_plan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
+    rt, step_ms, source = choose_runtime(model, cfg, base, lambda r: group.shard(make_task(cfg, splits, r)))
+    task = make_task(cfg, splits, rt)
+    with rt.autocast():
+        flops = forward_flops(model, task.sample())
+    return make_plan(model, cfg, rt, group.shard(task), step_ms, source, flops)
 
 
 def _timings(state: TrainState, cfg: Config, plan: Plan, per_epoch: int, n_train: int) -> dict[str, Any]:
     steps = state.global_step
+    seen = steps * cfg.batch_size
+    flops = train_flops(plan.flops_per_sample, seen)
     return {"train_seconds": state.train_seconds, "compile_seconds": state.compile_seconds,
             "time_to_accuracy": time_to_accuracy(state.history), "epochs_completed": round(steps / per_epoch, 4),
             "stopped_early": state.stopped_early, "best_epoch": state.best_epoch, "best_step": state.best_step,
             "best_val_accuracy": state.best_val_accuracy, "steps": steps, "planned_steps": plan.total_steps,
-            "train_images": n_train, "images_seen": steps * cfg.batch_size, "budget": plan.budget,
-            "precision_step_ms": plan.step_ms,
-            "train_images_per_second": steps * cfg.batch_size / state.train_seconds if state.train_seconds else None}
+            "train_images": n_train, "images_seen": seen, "budget": plan.budget, "replans": list(plan.replans),
+            "budget_error": budget_error(plan.budget, state.train_seconds, flops),
+            "flops_per_sample": plan.flops_per_sample, "train_flops": flops,
+            "precision_step_ms": plan.step_ms, "precision_source": plan.precision_source,
+            "train_images_per_second": seen / state.train_seconds if state.train_seconds else None}
 
 
 def _costs(model: torch.nn.Module, rt: Runtime, group: Group) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import names
+from .formatting import budget_text, names
 from .results import Analysis
 
 
@@ -21,17 +21,35 @@ def about(an: Analysis) -> list[str]:
                + ("; tables show mean ± sample standard deviation over seeds." if len(seeds) > 1 else "."))
     devices = names(sorted({r["device"] for r in ok if r["device"]})) or "an unknown device"
     if an.budgets:
-        out.append(f"Each model had {names([f'{b:g} s' for b in an.budgets])} of training"
-                   + (" (one set of runs per budget)" if len(an.budgets) > 1 else "") + f" on {devices}: a time "
-                   "budget, so models differ in how many training images they see (the cost table), not in the "
-                   "time they get.")
+        out.append(f"Each model had {names([budget_text(b, an.budget_unit) for b in an.budgets])} of training"
+                   + (" (one set of runs per budget)" if len(an.budgets) > 1 else "") + f" on {devices}: "
+                   + ("a time budget, so models differ in how many training images they see (the cost table), not "
+                      "in the time they get." if an.budget_unit == "s" else
+                      "a budget in training FLOPs (3 × forward FLOPs per sample × samples seen, the same on every "
+                      "machine), so models differ in how many images they see and in how long they train."))
     elif ok:
         out.append(f"Device: {devices}.")
+    out += _code(an)
     out += _slices(ok)
     pre = sorted({r["model"] for r in ok if r["pretrained"]})
     out.append(f"Started from pretrained weights: {names(pre)}." if pre else
                "No model started from pretrained weights.")
     return out + _precision(an)
+
+
+def _code(an: Analysis) -> list[str]:
+    """Which code made the runs: the study's own, and every run kept from other code (--reuse-finished)."""
+    code = an.meta.get("code") or {}
+    if not code:
+        return []
+    commit = code.get("git_commit")
+    text = f"Made by mnistbench {code.get('mnistbench_version')}" + (f" at commit {commit[:10]}" if commit else "")
+    kept = an.meta.get("reused") or []
+    if kept:
+        text += ("; runs kept from other code (--reuse-finished): "
+                 + ", ".join(f"{k['run_dir']} (mnistbench {k.get('mnistbench_version')}, "
+                             f"commit {(k.get('git_commit') or 'unknown')[:10]})" for k in kept))
+    return [text + "."]
 
 
 def _slices(ok: Sequence[dict[str, Any]]) -> list[str]:
@@ -76,7 +94,8 @@ def partial(an: Analysis) -> str | None:
     if not an.missing:
         return None
     gone = [f"{m['model']} seed {m['seed']}"
-            + (f", {m['budget_s']:g} s" if m.get("budget_s") is not None else "") + f" ({m['state']})"
+            + (f", {budget_text(m['budget'], an.budget_unit)}" if m.get("budget") is not None else "")
+            + f" ({m['state']})"
             for m in an.missing]
     text = (f"**This study is partial**: {progress(an)}; no result yet for {', '.join(gone)}. Every number below "
             "covers the finished runs only.")

@@ -11,9 +11,11 @@ from typing import Any
 from ..config import FIELDS
 from ..errors import UserError
 from ..fsio import read_json
+from ..record import code_identity, read_code_identity
 from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
-from .formatting import pct
+from .formatting import budget_text, pct
+from .rows import RESULTS_CSV, RESULTS_JSON, budget_of, failed_row, off_budget, read_row, run_row
 from .plan import (
     Job,
     StudySpec,
@@ -48,34 +50,43 @@ def _clock(seconds: float) -> str:
 
 
 def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds: int = 1,
-            budgets: Sequence[float] = (), out: str | Path | None = None, data_dir: str = "", device: str = "auto",
-            overrides: dict[str, Any] | None = None, quiet: bool = False, executor: str = "local",
-            address: str | None = None, build_report: bool = True,
-            log: Callable[[str], None] | None = _stderr) -> list[dict[str, Any]]:
+            budgets: Sequence[float] = (), budgets_flops: Sequence[float] = (), out: str | Path | None = None,
+            data_dir: str = "", device: str = "auto", overrides: dict[str, Any] | None = None, quiet: bool = False,
+            executor: str = "local", address: str | None = None, reuse_finished: bool = False,
+            build_report: bool = True, log: Callable[[str], None] | None = _stderr) -> list[dict[str, Any]]:
     """Train every model × seed (× budget) into `out`/runs/, one result row each, then write the report.
 
-    Every run's settings are checked before the first one starts. Each run executes in its own process
-    (executor "local"; "inline" keeps them in this one). Rows are saved (results.json, results.csv,
-    atomically) after every run; a rerun skips runs finished with the same config, resumes an interrupted
-    one from its checkpoint and retries failed ones. A run that fails becomes a failed row with its reason,
-    and the study goes on. Ctrl-C or SIGTERM raises StudyInterrupted.
+    `budgets` in seconds of training, or `budgets_flops` in training FLOPs (one kind per study); none: the
+    preset's. Every run's settings are checked before the first one starts. Each run executes in its own
+    process (executor "local"; "inline" keeps them in this one). Rows are saved (results.json, results.csv,
+    atomically) after every run; a rerun skips runs finished with the same config by the same code (with
+    `reuse_finished`, by any code: the report names them), resumes an interrupted one from its checkpoint
+    and retries failed ones. A run that fails becomes a failed row with its reason, and the study goes on.
+    Ctrl-C or SIGTERM raises StudyInterrupted.
     """
-    spec = _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor, address)
+    if budgets and budgets_flops:
+        raise UserError("budgets in seconds and in training FLOPs: give one kind per study")
+    unit = "FLOPs" if budgets_flops else "s"
+    spec = _spec(models, preset, seeds, budgets or budgets_flops, unit, out, data_dir, device, overrides, quiet,
+                 executor, address, reuse_finished)
     jobs = plan(spec)
     check_builds(jobs)
     meta = _open(spec, jobs)
     return _execute(spec, jobs, meta, log or (lambda msg: None), build_report)
 
 
-def _spec(models, preset, seeds, budgets, out, data_dir, device, overrides, quiet, executor, address) -> StudySpec:
+def _spec(models, preset, seeds, budgets, unit, out, data_dir, device, overrides, quiet, executor, address,
+          reuse_finished) -> StudySpec:
     """The study's parameters, checked: models, seeds, preset, budgets, executor."""
     check_executor(executor)  # an unknown one, or ray / submitit not installed
     budgets = tuple(float(b) for b in budgets)
     if any(not b > 0 for b in budgets) or len(set(budgets)) != len(budgets):
-        raise UserError(f"--budgets {','.join(f'{b:g}' for b in budgets)}: need distinct budgets > 0 seconds")
+        what = "seconds" if unit == "s" else "training FLOPs"
+        raise UserError(f"budgets {', '.join(f'{b:g}' for b in budgets)}: need distinct budgets > 0 {what}")
     models = tuple(check_models(models, seeds, preset))
-    return StudySpec(models, preset, seeds, budgets, dict(overrides or {}), Path(out) if out else default_out(preset),
-                     data_dir, device, quiet, executor, address)
+    return StudySpec(models, preset, seeds, budgets, unit, dict(overrides or {}),
+                     Path(out) if out else default_out(preset), data_dir, device, quiet, executor, address,
+                     reuse_finished)
 
 
 def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
@@ -89,11 +100,16 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"cannot create the study folder {spec.out} ({e.strerror or e}); choose another with --out")
     return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": list(spec.models),
-            "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({j.cfg.budget_s for j in jobs if j.cfg.budget_s}),
+            "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({b for j in jobs if (b := _budget(j)[0])}),
+            "budget_unit": next((u for j in jobs if (u := _budget(j)[1])), None),
             "dataset": dataset, "overrides": dict(spec.overrides), "data_dir": spec.data_dir, "device": spec.device,
             "executor": spec.executor, "command": rerun_command(spec), "plan": {j.model: j.settings for j in jobs},
-            "planned": [{"model": j.model, "seed": j.seed, "budget_s": j.cfg.budget_s or None, "run_dir": j.run_dir}
-                        for j in jobs]}
+            "planned": [{"model": j.model, "seed": j.seed, "budget": _budget(j)[0], "run_dir": j.run_dir}
+                        for j in jobs], "code": code_identity(), "reused": []}
+
+
+def _budget(job: Job) -> tuple[float | None, str | None]:
+    return budget_of(job.cfg.to_dict())
 
 
 def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callable[[str], None],
@@ -103,12 +119,17 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
 
     previous = _previous_rows(spec.out)
     states = {j.run_dir: run_state(spec.out / j.run_dir, j.cfg, previous.get(j.run_dir)) for j in jobs}
+    for folder, state in states.items():
+        if state == "other code":  # finished by another mnistbench: run again, or keep it and say so
+            states[folder] = "done" if spec.reuse_finished else "fresh"
+            if spec.reuse_finished:
+                meta["reused"].append({"run_dir": folder, **read_code_identity(spec.out / folder)})
     rows: dict[str, dict[str, Any]] = {}
     clock = _Clock(sum(s != "done" for s in states.values()))
 
     def save() -> list[dict[str, Any]]:
         ordered = [rows[j.run_dir] for j in jobs if j.run_dir in rows]
-        results.write_results(spec.out, meta, ordered)
+        results.save_results(spec.out, meta, ordered)
         return ordered
 
     def started(job: Job, state: str) -> None:
@@ -127,7 +148,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
         f"({len(jobs) - clock.todo} of {len(jobs)} runs already done)")
     for job in jobs:
         if states[job.run_dir] == "done":
-            rows[job.run_dir] = results.read_row(spec.out, job.run_dir, preset=spec.preset)
+            rows[job.run_dir] = read_row(spec.out, job.run_dir, preset=spec.preset)
     save()
     current: list[Job] = []
     try:
@@ -139,7 +160,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
     if build_report:
         path = report.build_report(spec.out, meta, final)
         log(f"compare: {sum(r['status'] == 'ok' for r in final)} of {len(final)} runs finished in "
-            f"{_clock(clock.elapsed())}; report: {path}")
+            f"{_clock(clock.elapsed())}; report: {path}" + _off_budget(final))
     return final
 
 
@@ -164,16 +185,25 @@ class _Clock:
         return f"elapsed {_clock(self.elapsed())}{eta}"
 
 
+def _off_budget(rows: Sequence[dict[str, Any]]) -> str:
+    """'; outside the budget tolerance: …' naming every finished run whose training missed its budget."""
+    off = [f"{r['model']} seed {r['seed']} ({r['train_seconds']:.1f} s for "
+           f"{budget_text(r['budget'], r['budget_unit'])}, {100 * r['budget_error']:+.1f} %)"
+           for r in rows if off_budget(r)]
+    return "; outside the budget's tolerance (±3 % or ±1 s): " + ", ".join(off) if off else ""
+
+
 def _head(jobs: Sequence[Job], job: Job) -> str:
-    budget = f", budget {job.cfg.budget_s:g} s" if job.cfg.budget_s else ""
+    b, unit = _budget(job)
+    budget = f", budget {budget_text(b, unit)}" if b else ""
     return f"[{jobs.index(job) + 1}/{len(jobs)}] {job.model}, seed {job.seed}{budget}"
 
 
 def _row(job: Job, outcome: Outcome, preset: str) -> dict[str, Any]:
     if outcome.summary is not None:
-        return results.run_row(outcome.summary, job.cfg.to_dict(), run_dir=job.run_dir, preset=preset)
-    row = results.failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=outcome.error)
-    return {**row, "budget_s": job.cfg.budget_s or None}
+        return run_row(outcome.summary, job.cfg.to_dict(), run_dir=job.run_dir, preset=preset, code=code_identity())
+    return failed_row(job.model, job.seed, preset=preset, run_dir=job.run_dir, error=outcome.error,
+                      budget=_budget(job))
 
 
 def _said(row: dict[str, Any]) -> str:
@@ -190,7 +220,7 @@ def _interrupted(e: BaseException, job: Job, done: list[dict], spec: StudySpec) 
     by_signal = isinstance(e, Interrupted)
     return StudyInterrupted(
         f"study stopped by {e if by_signal else 'Ctrl-C'} during {job.model} seed {job.seed}; "
-        f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {spec.out / results.RESULTS_CSV}. "
+        f"{sum(r['status'] == 'ok' for r in done)} finished run(s) are kept in {spec.out / RESULTS_CSV}. "
         f"Continue with: {rerun_command(spec)}   (finished runs are skipped"
         + ("; the interrupted one resumes from its checkpoint" if by_signal else "")
         + f"). Report of the finished runs: mnistbench report {shlex.quote(str(spec.out))}", getattr(e, "code", 130))
@@ -204,7 +234,7 @@ def failed_runs(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _previous_rows(study: Path) -> dict[str, dict[str, Any]]:
     """Rows of an earlier run of this study, by run folder; none if there was none."""
     try:
-        rows = read_json(study / results.RESULTS_JSON)["rows"]
+        rows = read_json(study / RESULTS_JSON)["rows"]
     except (UserError, KeyError, TypeError):
         return {}
     return {r["run_dir"]: r for r in rows if "run_dir" in r}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import plots
+from .formatting import short
 
 
 def png(fig) -> bytes:
@@ -73,7 +74,9 @@ def curves(runs: Sequence[tuple[str, int, list[dict[str, Any]]]], models: Sequen
     return png(fig)
 
 
-def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
+def pareto(points: Sequence[dict[str, Any]], models: Sequence[str], *, x: str = "seconds",
+           xlabel: str = "training seconds", title: str = "accuracy against training time; stars: Pareto front"
+           ) -> bytes:
     """Test accuracy against training seconds per model (mean ± std), the Pareto front drawn as a step line.
 
     Each point: model, seconds, accuracy, seconds_std, accuracy_std, front (bool).
@@ -82,28 +85,29 @@ def pareto(points: Sequence[dict[str, Any]], models: Sequence[str]) -> bytes:
     fig = plots.figure(figsize=(7.5, 5))
     ax = fig.subplots()
     for p in points:
-        ax.errorbar(p["seconds"], 100 * p["accuracy"], xerr=p.get("seconds_std") or None,
+        ax.errorbar(p[x], 100 * p["accuracy"], xerr=p.get(f"{x}_std") or None,
                     yerr=100 * p["accuracy_std"] if p.get("accuracy_std") else None,
                     fmt="*" if p["front"] else "o", ms=14 if p["front"] else 8, color=color[p["model"]],
                     capsize=3, zorder=3)
-        ax.annotate(p.get("label", p["model"]), (p["seconds"], 100 * p["accuracy"]), textcoords="offset points",
+        ax.annotate(p.get("label", p["model"]), (p[x], 100 * p["accuracy"]), textcoords="offset points",
                     xytext=(8, 6), fontsize=9)
-    front = sorted((p for p in points if p["front"]), key=lambda p: p["seconds"])
+    front = sorted((p for p in points if p["front"]), key=lambda p: p[x])
     if len(front) > 1:
-        ax.step([p["seconds"] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.4",
+        ax.step([p[x] for p in front], [100 * p["accuracy"] for p in front], where="post", color="0.4",
                 ls="--", lw=1, zorder=2, label="Pareto front (no model is both faster and more accurate)")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("training seconds (log scale)")
+    ax.set_xlabel(f"{xlabel} (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy against training time; stars: Pareto front")
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     return png(fig)
 
 
-def accuracy_vs_budget(series: dict[str, Sequence[tuple[float, float, float | None]]], models: Sequence[str]) -> bytes:
-    """Test accuracy against training budget, one line per model: `series[model]` holds (budget seconds,
+def accuracy_vs_budget(series: dict[str, Sequence[tuple[float, float, float | None]]], models: Sequence[str],
+                       unit: str = "s") -> bytes:
+    """Test accuracy against training budget, one line per model: `series[model]` holds (budget in `unit`,
     mean accuracy, std over seeds or None) points; log x, since budgets grow by factors."""
     color = _colors(models)
     fig = plots.figure(figsize=(7.5, 5))
@@ -115,9 +119,9 @@ def accuracy_vs_budget(series: dict[str, Sequence[tuple[float, float, float | No
                     lw=1.5, label=model)
     budgets = sorted({b for pts in series.values() for b, _, _ in pts})
     ax.set_xscale("log")
-    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.set_xticks(budgets, [short(b) for b in budgets])
     ax.minorticks_off()
-    ax.set_xlabel("training budget (seconds, log scale)")
+    ax.set_xlabel(f"training budget ({'seconds' if unit == 's' else 'training FLOPs'}, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy against training budget (mean ± std over seeds)")
     ax.grid(alpha=0.3, which="both")

@@ -10,9 +10,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import interval, names, p_value, pct, ratio, secs, si
+from .formatting import budget_text, interval, names, p_value, pct, ratio, secs, si
 from .paired import ALPHA, error_overlaps, find
-from .results import Analysis, class_names
+from .results import Analysis
+from .rows import class_names
 
 
 def findings(an: Analysis) -> list[str]:
@@ -23,17 +24,22 @@ def findings(an: Analysis) -> list[str]:
         out = ["No model finished, so there is nothing to compare yet; the failures are listed below."]
     else:
         budget, done = groups[-1]
-        out.append(_time_to_99(done, budget))
+        out.append(_time_to_99(an, done, budget))
     done = [a for a in an.aggs if a["test_accuracy"] is not None]
     out += _budget_gains(an) + _pareto(an, done) + _size(done) + _inference(done)
     out += _class_findings(an.reps) + _disagreement_findings(an) + _detector_findings(an)
-    out += [f"**{r['model']}** (seed {r['seed']}{_at(r.get('budget_s'))}) failed: {r['error']}"
+    out += [f"**{r['model']}** (seed {r['seed']}{_at(an, r.get('budget'))}) failed: {r['error']}"
             for r in an.rows if r["status"] != "ok"]
     return out
 
 
-def _at(budget: float | None) -> str:
-    return f", {budget:g} s" if budget is not None else ""
+def _at(an: Analysis, budget: float | None) -> str:
+    return f", {budget_text(budget, an.budget_unit)}" if budget is not None else ""
+
+
+def _with(an: Analysis, budget: float | None) -> str:
+    """'With 60 s of training, ' (or '… 5e13 FLOPs …'): the prefix of a budget's sentences."""
+    return f"With {budget_text(budget, an.budget_unit)} of training, " if budget is not None else ""
 
 
 def _sentence(at: str, text: str) -> str:
@@ -46,7 +52,7 @@ def _groups(an: Analysis) -> list[tuple[float | None, list[dict[str, Any]]]]:
     groups: dict[float | None, list[dict[str, Any]]] = {}
     for a in an.aggs:
         if a["test_accuracy"] is not None:
-            groups.setdefault(a["budget_s"], []).append(a)
+            groups.setdefault(a["budget"], []).append(a)
     return list(groups.items())
 
 
@@ -87,7 +93,7 @@ def relation(v: dict[str, Any], x: str, y: str) -> str:
 
 def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) -> list[str]:
     """The most accurate model of a budget, and how it and the others compare in the paired tests."""
-    best, at = done[0], f"With {budget:g} s of training, " if budget is not None else ""
+    best, at = done[0], _with(an, budget)
     head = f"{at}**{best['model']}** has the highest test accuracy: {accuracy_text(best)}"
     if len(done) == 1:
         return [head + "."]
@@ -113,9 +119,9 @@ def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) ->
     return out
 
 
-def _time_to_99(done: Sequence[dict[str, Any]], budget: float | None) -> str:
+def _time_to_99(an: Analysis, done: Sequence[dict[str, Any]], budget: float | None) -> str:
     """Who reached 99 % validation accuracy first, and in how many of its seeds."""
-    at = f"With {budget:g} s of training, " if budget is not None else ""
+    at = _with(an, budget)
     reached = sorted((a for a in done if a["time_to_99"] is not None),
                      key=lambda a: (-a["time_to_99_n"] / a["ok"], a["time_to_99"]))
     if not reached:
@@ -144,10 +150,10 @@ def _budget_gains(an: Analysis) -> list[str]:
         return []
     parts = []
     for model in an.models:
-        pts = sorted((a["budget_s"], a["test_accuracy"]) for a in an.aggs
-                     if a["model"] == model and a["budget_s"] is not None and a["test_accuracy"] is not None)
+        pts = sorted((a["budget"], a["test_accuracy"]) for a in an.aggs
+                     if a["model"] == model and a["budget"] is not None and a["test_accuracy"] is not None)
         if len(pts) > 1:
-            steps = " → ".join(f"{pct(acc)} ({b:g} s)" for b, acc in pts)
+            steps = " → ".join(f"{pct(acc)} ({budget_text(b, an.budget_unit)})" for b, acc in pts)
             parts.append(f"{model} {steps}, {100 * (pts[-1][1] - pts[0][1]):+.2f} points")
     return ["Accuracy against training budget (mean over seeds): " + "; ".join(parts) + "."] if parts else []
 
@@ -165,8 +171,8 @@ def _pareto(an: Analysis, done: Sequence[dict[str, Any]]) -> list[str]:
         gap = 100 * (dear["test_accuracy"] - cheap["test_accuracy"])
         text += (f"; {cheap['label']} needs {ratio(dear['train_seconds'] / cheap['train_seconds'])}× less "
                  f"training than {dear['label']} and trails it by {gap:.2f} points")
-        v = find(an.verdicts, cheap["budget_s"], cheap["model"], dear["model"]) \
-            if cheap["budget_s"] == dear["budget_s"] else None
+        v = find(an.verdicts, cheap["budget"], cheap["model"], dear["model"]) \
+            if cheap["budget"] == dear["budget"] else None
         if v:
             text += f" — {relation(v, dear['model'], cheap['model'])}"
     off = sorted(m for m, by in an.dominated.items() if by)
@@ -206,7 +212,7 @@ def _inference(done: Sequence[dict[str, Any]]) -> list[str]:
 def _detector_findings(an: Analysis) -> list[str]:
     out = []
     for a in an.aggs:
-        if a["map_50"] is None or an.reps.get(a["model"], {}).get("row", {}).get("budget_s") != a["budget_s"]:
+        if a["map_50"] is None or an.reps.get(a["model"], {}).get("row", {}).get("budget") != a["budget"]:
             continue
         rep = an.reps[a["model"]]["summary"]
         extra = f", mAP@[.5:.95] {rep['map']:.3f}" if rep.get("map") is not None else ""

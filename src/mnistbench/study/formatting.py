@@ -1,6 +1,7 @@
 """Numbers and names as the study report prints them."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,16 @@ def interval(low: float, high: float) -> str:
     return f"{100 * low:.2f}–{100 * high:.2f}"
 
 
+def short(x: float) -> str:
+    """A number in at most 4 significant digits, powers of ten short: '60', '2.5e13', '2e9'."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.4g}")
+
+
+def budget_text(budget: float, unit: str | None) -> str:
+    """A training budget in its unit: '60 s', '5e13 FLOPs'."""
+    return f"{short(budget)} FLOPs" if unit == "FLOPs" else f"{budget:g} s"
+
+
 def names(items: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = list(items)
@@ -50,7 +61,7 @@ FORMATS = {
     "time_to_99": secs, "images_seen": si, "train_images_per_second": lambda x: f"{x:,.0f}",
     "inference_ms_per_image": lambda x: f"{x:.3g}", "inference_images_per_second": lambda x: f"{x:,.0f}",
     "inference_ms_per_scene": lambda x: f"{x:.3g}", "inference_scenes_per_second": lambda x: f"{x:,.0f}",
-    "params": si, "flops_per_image": si,
+    "params": si, "flops_per_image": si, "flops_per_sample": si, "train_flops": si,
     "peak_memory_mb": lambda x: f"{x:,.0f}", "map_50": lambda x: f"{x:.3f}",
 }
 

@@ -1,7 +1,7 @@
 """Paired tests between the study's models on the same test images: exact McNemar, Holm over the study.
 
 Two runs are compared only when they scored the same test images (the same official test-set indices
-in predictions.json) with the same budget; with several seeds, seed k of one model is paired with seed
+in predictions.json) with the same budget (seconds or training FLOPs); with several seeds, seed k of one model is paired with seed
 k of the other (same data split and seed), one test per pair and seed. Holm's correction runs over every
 test of the study, so "significant" holds for the whole table at once.
 """
@@ -24,20 +24,20 @@ def load_predictions(study: Path, rows: Sequence[dict[str, Any]]) -> dict[str, d
 
 
 def budget_order(budget: float | None) -> tuple[bool, float]:
-    """Sort key of budgets: unbudgeted first, then by seconds."""
+    """Sort key of budgets: unbudgeted first, then by size."""
     return budget is not None, budget or 0.0
 
 
 def comparisons(rows: Sequence[dict[str, Any]], predictions: dict[str, dict[str, list[int]] | None]
                 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(tests, pairs left out and why). Each test: budget_s, model_a, model_b, seed, n (test images), b (A
+    """(tests, pairs left out and why). Each test: budget, model_a, model_b, seed, n (test images), b (A
     right, B wrong), c (A wrong, B right), accuracy_a/_b on those images, p (exact McNemar), p_holm, and
     better: the model that is significantly more accurate (Holm p < ALPHA), or None."""
     groups: dict[float | None, dict[str, dict[int, tuple]]] = {}
     for r in rows:
         pred = predictions.get(r["run_dir"]) if r["status"] == "ok" else None
         if pred:
-            groups.setdefault(r.get("budget_s"), {}).setdefault(r["model"], {})[r["seed"]] = _by_index(pred)
+            groups.setdefault(r.get("budget"), {}).setdefault(r["model"], {})[r["seed"]] = _by_index(pred)
     tests, skipped = [], []
     for budget in sorted(groups, key=budget_order):
         runs = groups[budget]
@@ -45,10 +45,10 @@ def comparisons(rows: Sequence[dict[str, Any]], predictions: dict[str, dict[str,
             for seed in sorted(set(runs[a]) & set(runs[b])):
                 test = _test(runs[a][seed], runs[b][seed])
                 if test is None:
-                    at = f", {budget:g} s" if budget is not None else ""
+                    at = f", budget {budget:g}" if budget is not None else ""
                     skipped.append(f"{a} and {b} (seed {seed}{at}) scored different test images")
                     continue
-                tests.append({"budget_s": budget, "model_a": a, "model_b": b, "seed": seed, **test})
+                tests.append({"budget": budget, "model_a": a, "model_b": b, "seed": seed, **test})
     for t, p in zip(tests, holm([t["p"] for t in tests])):
         t["p_holm"] = p
         t["better"] = (t["model_a"] if t["b"] > t["c"] else t["model_b"]) if p < ALPHA else None
@@ -74,12 +74,12 @@ def _test(x: tuple, y: tuple) -> dict[str, Any] | None:
 
 
 def verdicts(tests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict per pair of models and budget, over its seeds: budget_s, model_a, model_b, n, seeds, wins
+    """One verdict per pair of models and budget, over its seeds: budget, model_a, model_b, n, seeds, wins
     ({model: seeds where it is significantly more accurate}), p_holm (per seed, in seed order)."""
     out: dict[tuple, dict[str, Any]] = {}
     for t in tests:
-        v = out.setdefault((t["budget_s"], t["model_a"], t["model_b"]), {
-            "budget_s": t["budget_s"], "model_a": t["model_a"], "model_b": t["model_b"], "n": t["n"], "seeds": [],
+        v = out.setdefault((t["budget"], t["model_a"], t["model_b"]), {
+            "budget": t["budget"], "model_a": t["model_a"], "model_b": t["model_b"], "n": t["n"], "seeds": [],
             "wins": {t["model_a"]: 0, t["model_b"]: 0}, "p_holm": []})
         v["seeds"].append(t["seed"])
         v["p_holm"].append(t["p_holm"])
@@ -90,7 +90,7 @@ def verdicts(tests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def find(verdicts_: Sequence[dict[str, Any]], budget: float | None, x: str, y: str) -> dict[str, Any] | None:
     """The verdict of models x and y (either order) at `budget`, or None if they were not compared."""
-    return next((v for v in verdicts_ if v["budget_s"] == budget and {v["model_a"], v["model_b"]} == {x, y}), None)
+    return next((v for v in verdicts_ if v["budget"] == budget and {v["model_a"], v["model_b"]} == {x, y}), None)
 
 
 # --- where the models go wrong -----------------------------------------------------------------------

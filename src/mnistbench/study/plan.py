@@ -11,8 +11,9 @@ from typing import Any
 from ..config import FIELDS, Config, parse_value, resolve
 from ..errors import UserError
 from ..models import get_spec, list_models
-from ..record import read_config, status
+from ..record import code_identity, read_code_identity, read_config, status
 from . import presets
+from .formatting import short
 
 RUNS = "runs"
 # Set by compare itself, per run; the study's own flags choose them.
@@ -29,6 +30,7 @@ class StudySpec:
     preset: str = "quick"
     seeds: int = 1
     budgets: tuple[float, ...] = ()   # () = the preset's budget (or epochs) for every run
+    budget_unit: str = "s"            # what `budgets` count: "s" (seconds of training) or "FLOPs" (training FLOPs)
     overrides: Mapping[str, Any] = field(default_factory=dict)
     out: Path = Path("runs/compare")
     data_dir: str = ""
@@ -36,6 +38,7 @@ class StudySpec:
     quiet: bool = False
     executor: str = "local"
     address: str | None = None        # the Ray cluster to join (executor ray)
+    reuse_finished: bool = False      # keep finished runs made by other code instead of running them again
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,12 @@ def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple
     return base_seed, per_model
 
 
-def run_dir(model: str, seed: int, budget: float | None) -> str:
-    """runs/<model>-seed<k>, or runs/<model>-b<budget>-seed<k> in a study of several budgets."""
-    return f"{RUNS}/{model}-seed{seed}" if budget is None else f"{RUNS}/{model}-b{budget:g}-seed{seed}"
+def run_dir(model: str, seed: int, budget: float | None, unit: str = "s") -> str:
+    """runs/<model>-seed<k>, or runs/<model>-b<seconds>-seed<k> (-f<FLOPs>- for training FLOPs) in a study of
+    several budgets."""
+    if budget is None:
+        return f"{RUNS}/{model}-seed{seed}"
+    return f"{RUNS}/{model}-b{budget:g}-seed{seed}" if unit == "s" else f"{RUNS}/{model}-f{short(budget)}-seed{seed}"
 
 
 def plan(spec: StudySpec) -> list[Job]:
@@ -83,10 +89,11 @@ def plan(spec: StudySpec) -> list[Job]:
     for budget in spec.budgets or (None,):
         for seed in range(base_seed, base_seed + spec.seeds):
             for m in spec.models:
-                folder = run_dir(m, seed, budget if spec.budgets else None)
+                folder = run_dir(m, seed, budget if spec.budgets else None, spec.budget_unit)
                 settings = {**presets.preset_overrides(spec.preset, m), **per_model[m]}
-                if budget is not None:
-                    settings["budget_s"] = budget
+                if budget is not None:  # one budget replaces the preset's, seconds or FLOPs
+                    settings.update({"budget_s": budget, "budget_flops": 0} if spec.budget_unit == "s" else
+                                    {"budget_s": 0, "budget_flops": budget})
                 o = {**settings, "model": m, "seed": seed, "data_dir": spec.data_dir, "device": spec.device,
                      "quiet": spec.quiet, "out": str(spec.out / folder)}
                 jobs.append(Job(m, seed, resolve(o), folder, settings))
@@ -124,7 +131,8 @@ def decisive_settings(config: Mapping[str, Any]) -> str:
 
 
 def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str:
-    """'done' (finished with this config), 'resume' (interrupted with this config) or 'fresh'."""
+    """'done' (finished with this config by this code), 'other code' (finished with this config by another
+    version, commit or source of mnistbench), 'resume' (interrupted with this config by this code) or 'fresh'."""
     found = status(folder)
     if found == "none":
         return "fresh"
@@ -136,6 +144,8 @@ def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str
         return "fresh"
     if previous is not None and previous["status"] != "ok":
         return "fresh"  # failed rows are retried from scratch
+    if read_code_identity(folder) != code_identity():
+        return "other code" if found == "finished" else "fresh"  # never resume one run with two codes
     return "done" if found == "finished" else "resume"
 
 
@@ -144,7 +154,8 @@ def rerun_command(spec: StudySpec) -> str:
     args = ["mnistbench", "compare", "--models", ",".join(spec.models), "--preset", spec.preset,
             "--seeds", str(spec.seeds), "--out", str(spec.out)]
     if spec.budgets:
-        args += ["--budgets", ",".join(f"{b:g}" for b in spec.budgets)]
+        flag = "--budgets" if spec.budget_unit == "s" else "--budgets-flops"
+        args += [flag, ",".join(short(b) if float(short(b)) == b else repr(b) for b in spec.budgets)]
     if spec.data_dir:
         args += ["--data-dir", spec.data_dir]
     if spec.device != "auto":
@@ -153,6 +164,8 @@ def rerun_command(spec: StudySpec) -> str:
         args += ["--executor", spec.executor]
     if spec.address:
         args += ["--address", spec.address]
+    if spec.reuse_finished:
+        args += ["--reuse-finished"]
     for k, v in spec.overrides.items():
         args += ["--set", f"{k}={v}"]
     return shlex.join(args + (["--quiet"] if spec.quiet else []))

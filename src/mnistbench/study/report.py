@@ -12,18 +12,10 @@ from . import tables
 from .about import about, partial
 from .document import FIGURES, Doc
 from .findings import findings
-from .formatting import pct
+from .formatting import budget_text, pct
 from .paired import ALPHA, classifiers
-from .results import (
-    RESULTS_CSV,
-    RESULTS_JSON,
-    Analysis,
-    analyse,
-    failed_row,
-    read_results,
-    read_row,
-    write_results,
-)
+from .results import Analysis, analyse
+from .rows import RESULTS_CSV, RESULTS_JSON, failed_row, read_results, read_row, write_results
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 MISTAKES_SHOWN = 16
@@ -38,13 +30,13 @@ def rebuild(study: str | Path) -> Analysis:
     rows = []
     for r in old:
         if r["status"] == "ok" and status(study / r["run_dir"]) != "finished":
-            r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"], budget_s=r["budget_s"],
-                           error=f"{r['run_dir']} no longer holds a finished run")
+            r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"],
+                           budget=(r["budget"], r["budget_unit"]), error=f"{r['run_dir']} no longer holds a finished run")
         elif r["status"] == "ok":
-            r = read_row(study, r["run_dir"], preset=r["preset"], budget_s=r["budget_s"])
+            r = read_row(study, r["run_dir"], preset=r["preset"])
         rows.append(r)
     an = analyse(study, meta, rows)
-    write_results(study, meta, rows, an.comparisons)
+    write_results(study, meta, an.rows, models=an.aggs, comparisons=an.comparisons, verdicts=an.verdicts)
     build_report(study, meta, rows, analysis=an)
     return an
 
@@ -119,7 +111,7 @@ def _comparisons(doc: Doc, an: Analysis) -> None:
               "(predictions.json) on the same test images.")
     for budget, table in tables.comparison_tables(an):
         if budget is not None:
-            doc.h(3, f"{budget:g} s of training")
+            doc.h(3, f"{budget_text(budget, an.budget_unit)} of training")
         doc.table(*table)
     if an.comparisons:
         doc.p("Each row pairs two models on the same test images (the same official test-set indices), seed k of "
@@ -136,12 +128,13 @@ def _budget_section(doc: Doc, an: Analysis) -> None:
 
     series: dict[str, list[tuple[float, float, float | None]]] = {}
     for a in an.aggs:
-        if a["budget_s"] is not None and a["test_accuracy"] is not None:
-            series.setdefault(a["model"], []).append((a["budget_s"], a["test_accuracy"], a["test_accuracy_std"]))
+        if a["budget"] is not None and a["test_accuracy"] is not None:
+            series.setdefault(a["model"], []).append((a["budget"], a["test_accuracy"], a["test_accuracy_std"]))
     if series:
         doc.h(2, "Accuracy against training budget")
-        doc.figure(BUDGET_FIGURE, figs.accuracy_vs_budget(series, an.models), "Test accuracy against training "
-                   "budget, one line per model (mean ± std over seeds; log budget axis): what more training time buys.")
+        doc.figure(BUDGET_FIGURE, figs.accuracy_vs_budget(series, an.models, an.budget_unit or "s"),
+                   "Test accuracy against training budget, one line per model (mean ± std over seeds; log budget "
+                   "axis): what more training buys.")
 
 
 BUDGET_FIGURE = "accuracy_vs_budget.png"
@@ -149,8 +142,9 @@ BUDGET_FIGURE = "accuracy_vs_budget.png"
 
 # --- figures ---------------------------------------------------------------------------------------
 def _label(model: str, rep: dict[str, Any]) -> str:
-    budget = rep["row"].get("budget_s")
-    return f"{model} (seed {rep['row']['seed']}" + (f", {budget:g} s)" if budget is not None else ")")
+    budget = rep["row"].get("budget")
+    return f"{model} (seed {rep['row']['seed']}" + (f", {budget_text(budget, rep['row']['budget_unit'])})"
+                                                    if budget is not None else ")")
 
 
 def _figure_sections(doc: Doc, an: Analysis) -> None:
@@ -195,6 +189,15 @@ def _pareto_section(doc: Doc, an: Analysis) -> None:
     doc.h(2, "Accuracy against training time")
     doc.figure("pareto.png", figs.pareto(points, an.models), "Test accuracy against training seconds "
                "(mean ± std over seeds); stars and the dashed line: the Pareto front.")
+    counted = [{"model": a["model"], "label": a["label"], "flops": a["train_flops"], "accuracy": a["test_accuracy"],
+                "flops_std": a["train_flops_std"], "accuracy_std": a["test_accuracy_std"], "front": False}
+               for a in timed if a["train_flops"]]
+    if counted:
+        doc.h(2, "Accuracy against training FLOPs")
+        doc.figure("accuracy_vs_flops.png", figs.pareto(counted, an.models, x="flops", xlabel="training FLOPs",
+                                                          title="accuracy against training FLOPs"),
+                   "Test accuracy against training FLOPs (3 × forward FLOPs per sample × samples seen; mean ± std "
+                   "over seeds): the same on every machine, so studies made on different machines compare here.")
 
 
 def _test_images(rep: dict[str, Any]):

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import cell, interval, si, value
+from .formatting import cell, interval, short, si, value
 from .paired import budget_order
 from .results import Analysis
+from .rows import off_budget
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -31,15 +32,23 @@ def accuracy_table(an: Analysis) -> Table:
     aggs = _shown(an)
     several = any(a["ok"] > 1 for a in aggs)
     detector = any(a["map_50"] is not None for a in aggs)
-    headers = (["model"] + (["budget (s)"] if an.budgets else []) + ["runs ok", "test accuracy (%)",
+    headers = (["model"] + ([_budget_header(an)] if an.budgets else []) + ["runs ok", "test accuracy (%)",
                "seed range (%)" if several else "95 % CI (%)", "macro-F1", "time to 99 % val (s)"]
                + (["mAP@0.5 (scenes)"] if detector else []))
     rows = []
     for a in aggs:
-        rows.append([a["model"]] + ([f"{a['budget_s']:g}" if a["budget_s"] is not None else "–"] if an.budgets else [])
+        rows.append([a["model"]] + ([_budget(a["budget"])] if an.budgets else [])
                     + [f"{a['ok']}/{a['runs']}", cell(a, "test_accuracy"), _spread(a), cell(a, "test_macro_f1"),
                        _time_to_99(a)] + ([cell(a, "map_50")] if detector else []))
     return headers, rows
+
+
+def _budget_header(an: Analysis) -> str:
+    return "budget (s)" if an.budget_unit == "s" else "budget (training FLOPs)"
+
+
+def _budget(b: float | None) -> str:
+    return "–" if b is None else short(b)
 
 
 def _spread(a: dict[str, Any]) -> str:
@@ -65,7 +74,7 @@ def comparison_tables(an: Analysis) -> list[tuple[float | None, Table]]:
     """One table of paired tests per budget (one for a study without budgets)."""
     by: dict[float | None, list[dict[str, Any]]] = {}
     for t in an.comparisons:
-        by.setdefault(t["budget_s"], []).append(t)
+        by.setdefault(t["budget"], []).append(t)
     headers = ["models (A vs B)", "seed", "test images", "A right, B wrong (b)", "A wrong, B right (c)", "p",
                "Holm p", "verdict"]
     return [(budget, (headers, [[f"{t['model_a']} vs {t['model_b']}", str(t["seed"]), f"{t['n']:,}", str(t["b"]),
@@ -82,15 +91,20 @@ def _p(p: float) -> str:
 # --- cost ------------------------------------------------------------------------------------------
 def cost_table(an: Analysis) -> Table:
     """Per model (and budget): what its accuracy cost, each speed in the model's own unit."""
-    headers = ["model", "training (s)", "precision", "images seen", "training speed", "inference latency (batch 1)",
-               "inference throughput (large batch)", "params / FLOPs per image", "peak memory (MB)"]
+    headers = ["model", "training (s)", "precision", "images seen (training FLOPs)", "training speed",
+               "inference latency (batch 1)", "inference throughput (large batch)", "params / FLOPs per sample",
+               "peak memory (MB)"]
     rows = []
     for a in _shown(an):
         unit = "scene" if a["detector"] else "image"
-        trained = cell(a, "train_seconds") + (f" of {a['budget_s']:g}" if a["budget_s"] is not None else "")
-        flops = si(a["flops_per_image"]) if a["flops_per_image"] else "–"
+        seconds_budget = a["budget"] is not None and a["budget_unit"] == "s"
+        trained = cell(a, "train_seconds") + (f" of {a['budget']:g}" if seconds_budget else "")
+        per_sample = a["flops_per_sample"] or a["flops_per_image"]
+        flops = f"{si(per_sample)} per {unit}" if per_sample else "–"
+        seen = _unit(cell(a, "images_seen", False), unit + "s") + (f" ({_budget(a['train_flops'])})"
+                                                                   if a["train_flops"] else "")
         rows.append([a["label"] + (" ★" if a["label"] in an.front else ""), trained, a["precision"] or "–",
-                     _unit(cell(a, "images_seen", False), unit + "s"),
+                     seen,
                      _unit(cell(a, "train_images_per_second", False), f"{unit}s/s"),
                      _unit(cell(a, f"inference_ms_per_{unit}", False), f"ms/{unit}"),
                      _unit(cell(a, f"inference_{unit}s_per_second", False), f"{unit}s/s"),
@@ -124,19 +138,28 @@ def runs_table(an: Analysis) -> Table:
     """Every planned run: finished, failed, interrupted or not started; its accuracy, time and precision."""
     summaries = {run["row"]["run_dir"]: run["summary"] for run in an.runs}
     budget = bool(an.budgets)
-    headers = (["model", "seed"] + (["budget (s)"] if budget else [])
+    headers = (["model", "seed"] + ([_budget_header(an)] if budget else [])
                + ["status", "test accuracy (%) [95 % CI]", "training (s)", "precision", "run folder", "error"])
     out = []
     for r in an.rows:
         acc = value(r, "test_accuracy") + (f" [{interval(r['test_accuracy_low'], r['test_accuracy_high'])}]"
                                            if r.get("test_accuracy_low") is not None else "")
-        out.append([r["model"], str(r["seed"])] + ([_dash(r.get("budget_s"), "{:g}".format)] if budget else [])
-                   + [r["status"], acc, value(r, "train_seconds"), _precision(r, summaries.get(r["run_dir"], {})),
+        out.append([r["model"], str(r["seed"])] + ([_budget(r.get("budget"))] if budget else [])
+                   + [r["status"], acc, _realized(r), _precision(r, summaries.get(r["run_dir"], {})),
                       r["run_dir"], r["error"] or ""])
     for m in an.missing:
-        out.append([m["model"], str(m["seed"])] + ([_dash(m.get("budget_s"), "{:g}".format)] if budget else [])
+        out.append([m["model"], str(m["seed"])] + ([_budget(m.get("budget"))] if budget else [])
                    + [m["state"], "–", "–", "–", m["run_dir"], ""])
     return headers, out
+
+
+def _realized(row: dict[str, Any]) -> str:
+    """The training seconds of a run; with a budget, how far from it, flagged when outside the tolerance."""
+    text = value(row, "train_seconds")
+    err = row.get("budget_error")
+    if err is None:
+        return text
+    return text + f" ({100 * err:+.1f} %" + (": **outside the budget's tolerance**)" if off_budget(row) else ")")
 
 
 def _precision(row: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -72,6 +72,10 @@ class ClassifyTask:
             x = augment(x, generator=self.generator, translate=cfg.translate, rotate=cfg.rotate, scale=cfg.scale)
         return self.rt.layout(x[rows])
 
+    def sample(self) -> torch.Tensor:
+        """One training sample's input, (1, 1, 28, 28), to count the forward FLOPs per sample."""
+        return self.rt.layout(torch.zeros(1, 1, 28, 28, device=self.rt.device))
+
     def shard(self, idx: torch.Tensor, rank: int, world: int) -> Shard:
         """A torchrun rank's part of batch `idx`: every world-th image from `rank` (see distributed.py)."""
         return Shard(idx, slice(rank, None, world))

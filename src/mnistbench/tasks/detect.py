@@ -88,6 +88,11 @@ class DetectTask:
         return make_scenes(pool, count, seed=seed, canvas=self.canvas, max_digits=self.max_digits,
                            scale=(self.opts.min_scale, self.opts.max_scale))
 
+    def sample(self) -> torch.Tensor:
+        """One training sample's input, a scene (1, 1, S, S): the first validation scene, the same in every run
+        of this seed, to count the forward FLOPs per scene."""
+        return self.val_scenes.images[:1]
+
     def batches(self, epoch: int, start: int) -> Iterator[Scenes]:
         for i in range(start, self.steps_per_epoch):
             yield self.scenes(self.pool, self.cfg.batch_size, scene_seed(self.cfg.seed, TRAIN_STREAM, epoch, i))
