@@ -6,7 +6,8 @@
 The CPU bars are timed as whole commands instead: bench/cpu_bars.sh.
 
 Each run is `mnistbench.run.train(resolve(overrides))`, exactly what `mnistbench train` does; the
-table reports what summary.json says. Nothing here is a test: numbers go to docs/BENCHMARKS.md by hand.
+table reports what summary.json says. Nothing here is a test: a measured row becomes a file in bench/results/
+(bench/new_result.py), which bench/results.py renders into docs/BENCHMARKS.md and the README.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-# name -> config overrides. Each line is one measured claim in docs/BENCHMARKS.md.
+# name -> config overrides. Each line is one measured claim (docs/BENCHMARKS.md, GPU).
 PLANS: dict[str, dict[str, dict]] = {
     "gpu": {
         # time to 99 % / 99.5 % is read on the validation split (early stop at the target), never on test

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU bars of docs/BENCHMARKS.md, each as a user runs it: the whole command timed by /usr/bin/time.
+# The CPU targets of docs/BENCHMARKS.md, each as a user runs it: the whole command timed by /usr/bin/time.
+# Each measured row becomes a file in bench/results/ (bench/new_result.py), rendered by bench/results.py.
 #   bash bench/cpu_bars.sh [DATA_DIR] [OUT] [ROWS]   (defaults ../shared/data, runs/cpu-bars, all rows)
 # Every row runs in fp32 (--set precision=fp32), again under an AVX2-only emulation of a laptop CPU
 # (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and, where this CPU has native bf16, with

@@ -6,7 +6,8 @@
 Times the model only (preprocessing is timed apart, on one photo-sized JPEG): real test images already
 preprocessed, median of repeated calls after a warm-up (mnistbench.profile.median_seconds). PyTorch runs as
 `predict` runs it (the run's precision and memory layout on this CPU) and in plain fp32, the precision of the
-ONNX file. Nothing here is a test: numbers go to docs/BENCHMARKS.md by hand, with the CPU lines printed here.
+ONNX file. Nothing here is a test: numbers go to docs/BENCHMARKS.md (Other measurements), with the CPU lines printed
+here.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pictures of a study report for the README: the top of report.html as a browser shows it, and the
+"""Pictures of a study report for docs/report.md: the top of report.html as a browser shows it, and the
 accuracy-against-budget figure.
 
     python bench/report_pictures.py STUDY_DIR [--out docs]

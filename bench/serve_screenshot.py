@@ -1,4 +1,5 @@
-"""The README's picture of `mnistbench serve`: the page with every model's answer to a digit drawn with the mouse.
+"""The picture of `mnistbench serve` in docs/serve.md: the page with every model's answer to a digit drawn with
+the mouse.
 
     python bench/serve_screenshot.py RUN_OR_STUDY_DIR [...] [--digit 4] [--out docs/serve.png]
 
