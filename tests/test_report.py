@@ -17,7 +17,8 @@ from mnistbench.cli import main
 from mnistbench.metrics import holm, mcnemar_exact
 from mnistbench.study import figures, paired, tables
 from mnistbench.study.findings import findings
-from mnistbench.study.results import analyse, read_results, run_row
+from mnistbench.study.results import analyse
+from mnistbench.study.rows import read_results, run_row
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
