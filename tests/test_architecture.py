@@ -16,7 +16,7 @@ LAYERS = [
     {"metrics", "profile", "plots", "record", "checkpoint"},
     {"tasks"},
     {"config"},
-    {"optim", "calibrate", "engine", "distributed"},
+    {"optim", "calibrate", "engine", "distributed", "storage"},
     {"run", "predict", "export"},
     {"study", "serve", "scale"},
     {"cli", "__main__", "__init__"},
