@@ -59,8 +59,8 @@ class NoRoom(WriteError):
         self.need, self.free, self.who, self.parts = need, free, who, detail
 
     def __str__(self) -> str:
-        return (f"not enough free space in {self.path}: {self.who} about {mb(self.need)} ({self.parts}), and the "
-                f"disk mounted at {mount_point(self.path)} has {mb(self.free)} free")
+        return (f"not enough free space on the disk mounted at {mount_point(self.path)} ({mb(self.free)} free): "
+                f"{self.who} about {mb(self.need)} in {self.path} ({self.parts})")
 
 
 def mb(n: int) -> str:

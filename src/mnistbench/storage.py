@@ -6,6 +6,7 @@ written beside the old one (atomic writes), so the folder's peak is its final si
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -22,10 +23,11 @@ from .fsio import check_writable
 from .models import get_model
 from .record import CHECKPOINT, CONFIG, MODEL, read_config, read_plan
 
-SMALL_FILES = 4_000_000   # config, metrics, summary, predictions (~0.3 MB for 10k test images), figures, events
-STUDY_FILES = 8_000_000   # results.json/csv, report.md/html (figures inlined) and figures/
+SMALL_FILES = 2_000_000   # config, metrics, summary, predictions (~0.25 MB for 10k test images), figures, events
+STUDY_FILES = 4_000_000   # results.json/csv, report.md/html (figures inlined) and figures/
 CHECKPOINT_EXTRA = 100_000  # RNG states, validation history, config, plan, versions
 PER_TENSOR = 256          # torch's zip format: a header, a directory entry and alignment per stored tensor
+TORCH_FILE = 16_000       # and per file: the pickle of the dict's structure, its version and byte-order records
 MARGIN = 1.1
 
 
@@ -51,7 +53,7 @@ def footprint(model: nn.Module, cfg: Config) -> Footprint:
     """From the parameter count: model.pt is the state dict; the checkpoint adds the optimizer's state per
     trainable parameter (AdamW two moments, SGD with momentum one) and the run's progress."""
     state = model.state_dict()
-    weights = sum(t.numel() * t.element_size() for t in state.values()) + PER_TENSOR * len(state)
+    weights = sum(t.numel() * t.element_size() for t in state.values()) + PER_TENSOR * len(state) + TORCH_FILE
     trainable = [p for p in model.parameters() if p.requires_grad]
     moments = 2 if cfg.optimizer == "adamw" else int(cfg.momentum > 0)
     optimizer = sum(moments * p.numel() * p.element_size() + PER_TENSOR * (moments + 1) for p in trainable)
@@ -73,12 +75,18 @@ def _check_free(folder: Path, need: int, who: str, detail: str) -> None:
 def check_run(folder: str | os.PathLike, model: nn.Module, cfg: Config) -> None:
     """Before any work: `folder` is writable and its disk's free space covers the run's peak (with a margin),
     less the model.pt and checkpoint.pt it already holds (a resumed run replaces them). WriteError otherwise."""
-    folder = Path(folder)
+    folder, fp = Path(folder), footprint(model, cfg)
+    made = not folder.exists()
     check_writable(folder)
-    fp = footprint(model, cfg)
     need = int(MARGIN * fp.peak) - _bytes_in(folder, (MODEL, CHECKPOINT))
-    _check_free(folder, need, "the run needs", f"model.pt {mb(fp.model)}, checkpoint.pt {mb(fp.checkpoint)} twice "
-                "while a new one replaces it, logs, predictions and figures")
+    try:
+        _check_free(folder, need, "the run needs", f"model.pt {mb(fp.model)}, checkpoint.pt {mb(fp.checkpoint)} "
+                    "twice while a new one replaces it, logs, predictions and figures")
+    except NoRoom:
+        if made:  # nothing starts: not even the folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def check_study(study: str | os.PathLike, runs: Sequence[tuple[Config, Path]]) -> None:
