@@ -93,7 +93,7 @@ def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: st
            wall0: float) -> dict[str, Any]:
     base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    # data, model and plan first: a missing file or bad option stops the run before any file is written
+    # data and model first: a missing file or bad option stops the run before any file is written
     splits = load_data(cfg, base)
     model = build_model(cfg, base)
     if group.main:  # the folder is writable and has room for what the run will write, before any work
