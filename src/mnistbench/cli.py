@@ -8,7 +8,7 @@ import sys
 import traceback
 from typing import Any
 
-from .errors import UserError
+from .errors import EXIT_IO, EXIT_USER, WRITE_FAULTS, UserError, WriteError, os_error_in
 
 EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
 
@@ -153,7 +153,6 @@ def _compare_parsers(sub) -> None:
 
 def _budgets(one: float | None, many: str | None, flag: str, example: str) -> list[float]:
     """The budgets of `--budget X` or `--budgets A,B,C` (or their FLOPs twins, named by `flag`)."""
-    from .errors import UserError
 
     if one is not None and many:
         raise UserError(f"{flag} and {flag}s: give one of them")
@@ -264,15 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"mnistbench: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permissions, ...: what and where, in one line
-        if args.debug:
-            traceback.print_exc()
-        print(f"mnistbench: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 1
+        return _told(args, str(e), EXIT_USER)
+    except WriteError as e:  # disk full, read-only, permission, quota: which file, what is intact, how to go on
+        return _told(args, e.told(), EXIT_IO)
+    except (OSError, RuntimeError) as e:  # any other I/O failure; torch's writer raises RuntimeError for one
+        cause = os_error_in(e)
+        if cause is None or not (isinstance(e, OSError) or cause.errno in WRITE_FAULTS):
+            raise
+        return _told(args, f"{cause.strerror or cause}: {cause.filename or ''}".rstrip(": "), EXIT_IO)
     except KeyboardInterrupt:
         print("\nmnistbench: interrupted", file=sys.stderr)
         return 130
+
+
+def _told(args: argparse.Namespace, line: str, code: int) -> int:
+    """One line on stderr (and the traceback first with --debug); returns the exit status."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"mnistbench: error: {line}", file=sys.stderr)
+    return code
