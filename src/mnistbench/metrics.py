@@ -99,12 +99,26 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
 
 
 def binomial_cdf_half(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Bin(n, 1/2), exactly: integer binomial sums, one division at the end."""
+    """P(X <= k) for X ~ Bin(n, 1/2), in O(min(k, n - k)) time, to about 1e-12 relative.
+
+    The terms C(n, i) / 2^n are summed in ratio to the largest one of the tail (each the one after it times
+    (i + 1) / (n - i)), so none overflows and the smallest underflow harmlessly; only the largest is taken
+    from lgamma. Past the middle, the upper tail is summed instead and subtracted from 1.
+    """
     if k < 0:
         return 0.0
     if k >= n:
         return 1.0
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n  # int / int rounds once, even for huge n
+    if 2 * k >= n:
+        return 1.0 - binomial_cdf_half(n - k - 1, n)  # the complement's tail is the short one
+    log_top = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+    terms, term = [], 1.0
+    for i in range(k, -1, -1):  # C(n, i - 1) = C(n, i) · i / (n - i + 1): terms fall away from the middle
+        terms.append(term)
+        term *= i / (n - i + 1)
+        if term == 0.0:
+            break
+    return math.exp(log_top + math.log(math.fsum(terms)))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -114,6 +128,45 @@ def mcnemar_exact(b: int, c: int) -> float:
     a fair coin, so p = min(1, 2 P(X <= min(b, c))) for X ~ Bin(b + c, 1/2); no discordance gives 1.
     """
     return min(1.0, 2 * binomial_cdf_half(min(b, c), b + c)) if b + c else 1.0
+
+
+def t_test_paired(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test that the mean of `differences` is 0 (n - 1 degrees of freedom).
+
+    Exact for normal differences, from Student's t distribution in closed form; 1.0 when all differences are
+    0, and 0.0 when they are equal and not 0 (no spread: any t is exceeded). Needs at least 2 differences.
+    """
+    n = len(differences)
+    if n < 2:
+        raise ValueError("a paired t-test needs at least 2 differences")
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    if sd == 0.0 or sd < 1e-12 * abs(mean):
+        return 1.0 if mean == 0 else 0.0
+    return student_t_two_sided(abs(mean) / (sd / math.sqrt(n)), n - 1)
+
+
+def student_t_two_sided(t: float, df: int) -> float:
+    """P(|T| >= t) for Student's t with `df` (a positive integer) degrees of freedom.
+
+    The finite series of Abramowitz and Stegun 26.7.3 and 26.7.4 in theta = atan(t / sqrt(df)): no special
+    functions, exact up to rounding.
+    """
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2·4/(3·5) cos^4 + ...)), df - 2 terms of cos
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(3, df - 1, 2):
+            term *= (k - 1) / k * c2
+            total += term
+        inside = 2 / math.pi * (theta + s * math.cos(theta) * total)
+    else:  # even: sin (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ...)
+        term = total = 1.0
+        for k in range(2, df - 1, 2):
+            term *= (k - 1) / k * c2
+            total += term
+        inside = s * total
+    return min(1.0, max(0.0, 1.0 - inside))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
