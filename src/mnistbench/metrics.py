@@ -1,4 +1,4 @@
-"""Metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix; detection mAP;
+"""Metrics from predictions: accuracy, macro-F1, per-class, confusion matrix; detection mAP (torchmetrics);
 and the exact statistics that compare runs: Wilson intervals, McNemar tests, Holm's correction."""
 from __future__ import annotations
 
@@ -10,33 +10,32 @@ import torch
 
 
 def classification_report(preds: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> dict[str, Any]:
-    """Accuracy (micro), macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true)."""
-    # imported here: torchmetrics takes ~2 s to import, which every CLI start would otherwise pay
-    from torchmetrics.functional.classification import (
-        multiclass_accuracy,
-        multiclass_confusion_matrix,
-        multiclass_f1_score,
-        multiclass_precision,
-        multiclass_recall,
-    )
+    """Accuracy (micro), macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true).
 
-    preds, target = preds.cpu(), target.cpu()
-    kw = {"num_classes": num_classes, "average": None, "zero_division": 0}
-    precision = multiclass_precision(preds, target, **kw)
-    recall = multiclass_recall(preds, target, **kw)
-    f1 = multiclass_f1_score(preds, target, **kw)
-    support = torch.bincount(target, minlength=num_classes)
+    Computed from the confusion matrix with torch alone, by torchmetrics' definitions (a 0/0 precision, recall
+    or F1 is 0; macro-F1 averages the classes that occur in the targets or the predictions); the suite checks
+    them against torchmetrics. Importing torchmetrics costs more than a small run's whole test pass (it loads
+    torchvision and matplotlib), so it is kept for detection mAP, where it does the work.
+    """
+    preds, target = preds.cpu().long(), target.cpu().long()
+    cm = torch.bincount(target * num_classes + preds, minlength=num_classes * num_classes).view(num_classes, -1)
+    tp = cm.diag().double()
+    predicted, support = cm.sum(0).double(), cm.sum(1).double()
+    precision, recall = _ratio(tp, predicted), _ratio(tp, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    seen = (predicted + support) > 0
     return {
-        "accuracy": float(multiclass_accuracy(preds, target, num_classes=num_classes, average="micro")),
-        "macro_f1": float(multiclass_f1_score(preds, target, num_classes=num_classes, average="macro",
-                                              zero_division=0)),
-        "per_class": [
-            {"class": c, "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-             "support": int(support[c])}
-            for c in range(num_classes)
-        ],
-        "confusion_matrix": multiclass_confusion_matrix(preds, target, num_classes=num_classes).tolist(),
+        "accuracy": float(tp.sum() / max(len(target), 1)),
+        "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
+        "per_class": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                       "support": int(support[c])} for c in range(num_classes)],
+        "confusion_matrix": cm.tolist(),
     }
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / b, 0 where b is 0."""
+    return torch.where(b > 0, a / b.clamp(min=1e-300), torch.zeros_like(a))
 
 
 def misclassified(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None,
