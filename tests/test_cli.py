@@ -1,5 +1,6 @@
 """The command line on a small slice of the real data: every artifact, clear errors, evaluate."""
 import json
+import os
 import subprocess
 import sys
 
@@ -15,19 +16,24 @@ SUMMARY_KEYS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss
 
 
 def tiny_args(data_dir, out, *extra):
-    return ["train", "--model", "cnn", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "2",
+    where = ["--data-dir", str(data_dir)] if data_dir else []
+    return ["train", "--model", "cnn", *where, "--out", str(out), "--epochs", "2",
             "--batch-size", "64", "--quiet", "--set", "train_limit=640", "--set", "test_limit=300",
             "--set", "val_size=300", "--set", "width=8", "--set", "log_every=3", *extra]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
+def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    # through the real console entry point, as a user runs it
-    proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(data_dir, out)], capture_output=True,
-                          text=True, timeout=300)
+    # through the real console entry point, as a new user runs it: an empty HOME, no --data-dir and no
+    # $MNISTBENCH_DATA, so MNIST comes from the package and nothing is downloaded or cached
+    home = tmp_path_factory.mktemp("empty-home")
+    env = {k: v for k, v in os.environ.items() if k != "MNISTBENCH_DATA"} | {"HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(None, out)], capture_output=True,
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and "(2 epochs, " in proc.stdout
+    assert not (home / ".cache" / "mnistbench").exists()
     return out
 
 

@@ -95,8 +95,8 @@ def test_exif_rotation_is_applied(test_set):
     assert not np.array_equal(images.to_mnist(img), images.to_mnist(Image.fromarray(stored)))
 
 
-def test_fashion_recipe_trims_fits_the_longest_side_and_centres(data_dir):
-    _, _, x, _ = load_arrays("fashion-mnist", data_dir, allow_download=False)
+def test_fashion_recipe_trims_fits_the_longest_side_and_centres(fashion_data_dir):
+    _, _, x, _ = load_arrays("fashion-mnist", fashion_data_dir, allow_download=False)
     item = x[1]  # a pullover, wider than tall once trimmed
     product = np.full((500, 700), 255, np.uint8)  # dark garment on a white studio background, off-centre
     product[40:320, 60:340] = 255 - upscale(item, 280)

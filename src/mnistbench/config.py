@@ -30,7 +30,8 @@ class Config:
 
     model: str = "cnn"
     dataset: str = "mnist"            # mnist | fashion-mnist
-    data_dir: str = ""                # "" = $MNISTBENCH_DATA, else ~/.cache/mnistbench
+    data_dir: str = ""                # "" = $MNISTBENCH_DATA, else MNIST's copy in the package (Fashion-MNIST:
+                                      #   ~/.cache/mnistbench, downloaded on first use)
     out: str = ""                     # run folder; "" = runs/<timestamp>-<model>
     recipe: str = "default"           # which of the model's recipes sets the defaults below
     epochs: float = 2.0               # may be fractional (1.5: the last epoch stops half-way)
