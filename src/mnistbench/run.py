@@ -12,7 +12,7 @@ import torch
 
 from . import checkpoint, distributed, plots
 from .calibrate import Plan, choose_runtime, make_plan, replan, runtime_for
-from .config import Config, effective_settings, resolve
+from .config import RESULT_NEUTRAL, Config, from_dict, resolve, result_settings
 from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime
 from .distributed import Group
@@ -168,18 +168,25 @@ def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
 
 def load_run_config(run_dir: str | os.PathLike) -> Config:
     """The Config a run folder was made with."""
-    return Config.from_dict(read_config(run_dir))
+    return from_dict(read_config(run_dir))
+
+
+# Beyond the result-neutral fields, a resumed run may train for longer (or shorter) and move to another device.
+RESUME_MAY_CHANGE = ("epochs", "device")
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:
-    """The saved config with the user's overrides; refused if they change anything but epochs and display."""
+    """The saved config with the user's overrides; refused if they change anything that decides the result,
+    except RESUME_MAY_CHANGE."""
     saved = load_run_config(run_dir)
     merged = resolve({**saved.flat(), **overrides})
-    before, after = effective_settings(saved), effective_settings(merged)
+    before = result_settings(saved.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
+    after = result_settings(merged.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
     differing = sorted(k for k in before if before[k] != after[k])
     if differing:
+        may = ", ".join(RESUME_MAY_CHANGE + RESULT_NEUTRAL)
         raise UserError(f"cannot resume {run_dir} with a different config: {', '.join(differing)} differ "
-                        "(only --epochs, --device, --data-dir, --quiet and tensorboard may change on resume)")
+                        f"(only {may} may change on resume)")
     return merged
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import FIELDS, Config, parse_value, resolve
+from ..config import FIELDS, Config, from_dict, parse_value, resolve, result_settings
 from ..errors import UserError
 from ..models import get_spec, list_models
 from ..record import read_config, status
@@ -17,8 +17,6 @@ from . import presets
 RUNS = "runs"
 # Set by compare itself, per run; the study's own flags choose them.
 RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
-# Config fields that do not change a result: a finished run with other values still counts as done.
-NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,9 @@ def check_builds(jobs: Sequence[Job]) -> None:
 
 
 def decisive_settings(config: Mapping[str, Any]) -> str:
-    """The config of a run as canonical JSON, without the fields that do not change its result."""
-    d = {k: v for k, v in config.items() if k not in NOT_DECISIVE}
-    return json.dumps(d, sort_keys=True, default=str)
+    """The config of a run as canonical JSON, without the fields that do not change its result
+    (config.RESULT_NEUTRAL: a finished run with other values there still counts as done)."""
+    return json.dumps(result_settings(config), sort_keys=True, default=str)
 
 
 def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str:
@@ -129,7 +127,7 @@ def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str
     if found == "none":
         return "fresh"
     try:  # re-resolved: a config written by an older version gains the fields it lacks, at their defaults
-        saved = Config.from_dict(read_config(folder)).to_dict()
+        saved = from_dict(read_config(folder)).to_dict()
     except UserError:
         return "fresh"
     if decisive_settings(saved) != decisive_settings(cfg.to_dict()):

@@ -26,7 +26,7 @@ from ..metrics import classification_report, misclassified
 from ..profile import flops_per_image, inference_speed
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..schema import Config
     from ..record import RunRecord
 
 

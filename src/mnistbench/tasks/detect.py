@@ -27,7 +27,7 @@ from ..profile import median_seconds
 from ..record import DETECTIONS
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..schema import Config
     from ..record import RunRecord
 
 TRAIN_STREAM, VAL_STREAM = 1, 2
