@@ -134,3 +134,31 @@ def test_epochs_are_printed_short_and_singular_for_one():
 
     assert [epochs_text(e) for e in (1.0, 1.5012, 2.0, 0.8512, 12.0)] == \
         ["1 epoch", "1.5 epochs", "2 epochs", "0.85 epochs", "12 epochs"]
+
+
+def test_config_names_each_values_source_and_the_keys_a_preset_leaves_out(capsys):
+    from mnistbench.config import FIELDS, resolve
+
+    assert main(["config", "--model", "vit", "--preset", "quick", "--set", "lr=0.01", "--set", "depth=2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-2:] for line in out.splitlines() if line.startswith("  ") and
+            "(none)" not in line}
+    cfg = resolve({"model": "vit"})
+    assert set(rows) == set(FIELDS) | set(cfg.model_args) | set(cfg.task_args)  # every value, once
+    for key, source in rows.items():  # "default", "recipe NAME", "preset NAME" or "flag"
+        assert source[-1] in ("default", "flag") or source[0] in ("recipe", "preset"), (key, source)
+    assert rows["lr"][-1] == rows["depth"][-1] == rows["model"][-1] == "flag"
+    assert rows["budget_s"] == ["preset", "quick"] and rows["weight_decay"] == ["recipe", "default"]
+    assert rows["momentum"][-1] == "default"
+    for section in ("data", "model", "optimiser", "schedule", "augmentation", "precision and device", "evaluation",
+                    "run bookkeeping", "model options (vit)", "task options (classify)"):
+        assert f"\n{section}\n" in out
+    assert "keys vit does not take (left out): pretrained=false" in out
+    # no preset: the values `train` would use, recipe and flags only
+    assert main(["config", "--model", "frcnn"]) == 0
+    out = capsys.readouterr().out
+    assert "left out" not in out and "task options (detect)" in out
+    assert not [line for line in out.splitlines() if line.startswith("  ") and "preset" in line]
+    assert main(["config", "--model", "cnn", "--set", "widht=8"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'width'" in err and err.count("\n") == 1
