@@ -21,7 +21,7 @@ from mnistbench.cli import _parser, main
 from mnistbench.data import images
 from mnistbench.fsio import write_json
 from mnistbench.serve.app import MAX_BYTES, allowed_hosts, create_app
-from mnistbench.serve.models import MAX_PIXELS, Models
+from mnistbench.serve.models import Models
 from mnistbench.serve.server import listen
 from mnistbench.study.results import RESULTS_JSON
 
@@ -158,7 +158,7 @@ BAD = {  # name -> (request options, status, message)
     "blank": ({"content": encode(np.full((64, 64), 200, np.uint8)), "headers": PNG}, 400, "no ink found"),
     "empty": ({"content": b"", "headers": PNG}, 400, "empty body"),
     "over the pixel limit": ({"content": _bomb(), "headers": PNG}, 400,
-                             f"5000×4000 = 20,000,000 pixels, over the limit of {MAX_PIXELS:,}"),
+                             f"5000×4000 = 20,000,000 pixels, over the limit of {images.SERVED_MAX_PIXELS:,}"),
     "too large": ({"content": b"\0" * (MAX_BYTES + 1), "headers": PNG}, 413, "over the limit of 5,000,000 bytes"),
     "too large, chunked": ({"content": _chunks(MAX_BYTES), "headers": PNG}, 413, "over the limit"),
     "text": ({"content": b"1", "headers": {"content-type": "text/plain"}}, 415, "Content-Type text/plain"),
@@ -208,7 +208,7 @@ def test_the_page_and_the_models_list(server):
             assert "http:" not in r.text and "https:" not in r.text and "@import" not in r.text, path
         assert "http:" not in page.text and "https:" not in page.text  # works offline: nothing from elsewhere
         doc = client.get("/api/models").json()
-    assert doc["max_bytes"] == MAX_BYTES and doc["max_pixels"] == MAX_PIXELS
+    assert doc["max_bytes"] == MAX_BYTES and doc["max_pixels"] == images.SERVED_MAX_PIXELS
     (m,) = doc["models"]
     assert m["model"] == "cnn" and m["dataset"] == "mnist" and m["kind"] == "classify"
     assert m["classes"] == [str(d) for d in range(10)] and m["test_accuracy"] > 0.95
@@ -252,7 +252,8 @@ def test_a_study_serves_its_finished_runs_each_with_its_own_recipe(tmp_path, tmp
 
 def test_the_command_line(server, tmp_path, capsys):
     args = _parser().parse_args(["serve", "runs/x"])
-    assert (args.host, args.port, args.max_bytes, args.max_pixels) == ("127.0.0.1", 8000, MAX_BYTES, MAX_PIXELS)
+    assert (args.host, args.port, args.max_bytes) == ("127.0.0.1", 8000, MAX_BYTES)
+    assert args.max_pixels == images.SERVED_MAX_PIXELS
     assert allowed_hosts("0.0.0.0") == ["*"] and "127.0.0.2" in allowed_hosts("127.0.0.2")  # loopback: names
     busy = server[0].rsplit(":", 1)[1]
     for argv, needle in ((["serve", str(tmp_path / "missing")], "no such run or study folder"),

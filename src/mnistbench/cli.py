@@ -98,13 +98,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import MODELS, no_download_options
 
     for name, spec in MODELS.items():
         try:
             import torch
             with torch.device("meta"):
-                params = sum(p.numel() for p in spec.build(**_no_download(spec)).parameters())
+                params = sum(p.numel() for p in spec.build(**no_download_options(name)).parameters())
             size = f"{params / 1e6:.2f} M params"
         except Exception as e:  # noqa: BLE001 - listing must not fail on one model
             size = f"params unknown ({type(e).__name__})"
@@ -112,11 +112,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{'':10s} options: {json.dumps(spec.arg_defaults())}")
         print(f"{'':10s} default recipe: {json.dumps(dict(spec.recipes['default']))}")
     return 0
-
-
-def _no_download(spec) -> dict[str, Any]:
-    """Builder options that avoid fetching pretrained weights (counting parameters needs none)."""
-    return {"pretrained": False} if "pretrained" in spec.arg_defaults() else {}
 
 
 # --- config (what a run would use, and why) -----------------------------------------------------------

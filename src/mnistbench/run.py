@@ -17,9 +17,9 @@ from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime
 from .distributed import Group
 from .engine import Interrupted, TrainState, fit
-from .errors import UserError
+from .errors import UserError, first_line
 from .metrics import time_to_accuracy
-from .models import get_model, get_spec
+from .models import get_model, get_spec, no_download_options
 from .profile import peak_memory_mb
 from .record import (
     CHECKPOINT,
@@ -193,22 +193,20 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Conf
 def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.nn.Module:
     """The run's trained model (its model.pt) on `rt`'s device, in eval mode.
 
-    Built without pretrained weights: model.pt replaces every parameter, and an offline machine must not
-    be sent looking for ImageNet files it does not need.
+    Built without pretrained weights (models.no_download_options): model.pt replaces every parameter, and an
+    offline machine must not be sent looking for ImageNet files it does not need.
     """
     path = Path(run_dir) / MODEL
     if not path.is_file():
         raise UserError(f"{run_dir}: no {MODEL} in it; train the run to the end first "
                         f"(an interrupted run resumes with: mnistbench train --resume {run_dir})")
     state = checkpoint.load(path, map_location=rt.device)
-    options = dict(cfg.model_args)
-    options.update({k: v for k, v in (("pretrained", False), ("weights", ""), ("finetune", "full"))
-                    if k in options})
+    options = no_download_options(cfg.model, cfg.model_args, weights_file=False)
     model = rt.prepare(get_model(cfg.model, **options))
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
-        raise UserError(f"{path} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path} does not fit model {cfg.model!r}: {first_line(e)}") from None
     return model.eval()
 
 

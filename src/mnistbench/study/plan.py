@@ -47,11 +47,6 @@ class Job:
     settings: dict[str, Any]  # what the preset and --set chose for this model (for the report)
 
 
-def default_out(preset: str) -> Path:
-    """runs/compare-<preset>: a fixed name, so running the same command again resumes the study."""
-    return Path("runs") / f"compare-{preset}"
-
-
 def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple[int, dict[str, dict[str, Any]]]:
     """(first seed, per-model --set overrides): each key goes to the models that accept it."""
     overrides = dict(overrides)
@@ -96,13 +91,12 @@ def check_builds(jobs: Sequence[Job]) -> None:
     bad model option is one clear error before the first run instead of a failed row later."""
     import torch
 
-    from ..models import get_model
+    from ..models import get_model, no_download_options
 
     seen = set()
     for job in jobs:
-        options = dict(job.cfg.model_args)
-        if "pretrained" in options and not options.get("weights"):
-            options["pretrained"] = False  # missing weights are a run's failure (a failed row), not a typo
+        # weights that cannot be fetched are a run's failure (a failed row), not a typo: none are fetched here
+        options = no_download_options(job.model, job.cfg.model_args)
         key = (job.model, json.dumps(options, sort_keys=True, default=str))
         if key not in seen:
             seen.add(key)
