@@ -147,7 +147,8 @@ def test_alexnet_min_image_size_is_the_smallest_that_survives_the_features():
 
 @pytest.mark.parametrize("size,channels", [(28, 3), (32, 3), (64, 1), (224, 3)])
 def test_input_adapter_shapes_and_normalisation(size, channels):
-    out = InputAdapter(image_size=size, channels=channels, mean=STATS[0], std=STATS[1])(torch.full((2, 1, 28, 28), -1.0))  # black
+    black = torch.full((2, 1, 28, 28), -1.0)
+    out = InputAdapter(image_size=size, channels=channels, mean=STATS[0], std=STATS[1])(black)
     assert out.shape == (2, channels, size, size)
     mean = torch.tensor((0.485, 0.456, 0.406)) if channels == 3 else torch.tensor([0.449])
     std = torch.tensor((0.229, 0.224, 0.225)) if channels == 3 else torch.tensor([0.226])

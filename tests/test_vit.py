@@ -3,11 +3,11 @@ import pytest
 import torch
 from torch import nn
 
+from mnistbench.config import FIELDS as RECIPE_KEYS
 from mnistbench.errors import UserError
 from mnistbench.models import vit
 
 TINY = {"patch_size": 7, "dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
-from mnistbench.config import FIELDS as RECIPE_KEYS
 
 
 def _input(b: int = 3, seed: int = 0) -> torch.Tensor:

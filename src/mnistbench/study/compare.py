@@ -87,9 +87,11 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
     try:
         spec.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the study folder {spec.out} ({e.strerror or e}); choose another with --out")
+        raise UserError(f"cannot create the study folder {spec.out} ({e.strerror or e}); "
+                        "choose another with --out") from None
     return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": list(spec.models),
-            "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({j.cfg.budget_s for j in jobs if j.cfg.budget_s}),
+            "seeds": sorted({j.seed for j in jobs}),
+            "budgets": sorted({j.cfg.budget_s for j in jobs if j.cfg.budget_s}),
             "dataset": dataset, "overrides": dict(spec.overrides), "data_dir": spec.data_dir, "device": spec.device,
             "executor": spec.executor, "command": rerun_command(spec), "plan": {j.model: j.settings for j in jobs},
             "planned": [{"model": j.model, "seed": j.seed, "budget_s": j.cfg.budget_s or None, "run_dir": j.run_dir}

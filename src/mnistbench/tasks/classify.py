@@ -26,8 +26,8 @@ from ..metrics import classification_report, misclassified
 from ..profile import flops_per_image, inference_speed
 
 if TYPE_CHECKING:
-    from ..schema import Config
     from ..record import RunRecord
+    from ..schema import Config
 
 
 @dataclass(frozen=True)
