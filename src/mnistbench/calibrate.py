@@ -78,7 +78,8 @@ def choose_runtime(model: nn.Module, cfg: Config, rt: Runtime, make_task: Callab
                    ) -> tuple[Runtime, dict[str, float] | None]:
     """precision=auto on a CPU with native bf16: time fp32 and bf16 steps and keep bf16 only if clearly faster.
 
-    A CPU without native bf16 emulates it 5-8x slower, so fp32 is kept there without timing; CUDA keeps
+    A CPU without native bf16 emulates it several times slower (docs/BENCHMARKS.md), so fp32 is kept there
+    without timing; CUDA keeps
     bf16 and an explicit precision is honoured. Returns the Runtime and the step times (ms) measured.
     """
     if cfg.precision != "auto" or rt.device.type != "cpu":

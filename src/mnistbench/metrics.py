@@ -11,7 +11,7 @@ import torch
 
 def classification_report(preds: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> dict[str, Any]:
     """Accuracy (micro), macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true)."""
-    # imported here: torchmetrics takes ~2 s to import, which every CLI start would otherwise pay
+    # imported here: torchmetrics is slow to import, which every CLI start would otherwise pay
     from torchmetrics.functional.classification import (
         multiclass_accuracy,
         multiclass_confusion_matrix,

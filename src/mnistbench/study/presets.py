@@ -13,21 +13,22 @@ FALLBACK = "*"  # the entry for models a preset does not name (models registered
 # preset -> model -> overrides. A key a model does not accept is skipped for that model, so a preset
 # stays valid whichever models are registered. `recipe` is skipped where the model lacks that recipe.
 # The quick preset's training budget per model, in seconds of training steps. Sized so that the whole
-# five-model study (with calibration, validation, testing, profiling and the report) finishes in about
-# 10 minutes on a 2-core CPU, with or without native bf16 (docs/BENCHMARKS.md).
+# five-model study (with calibration, validation, testing, profiling and the report) meets the quick study's
+# target on a 2-core CPU, with or without native bf16 (the target and its measurements: docs/BENCHMARKS.md).
 QUICK_BUDGET_S = 60.0
 _QUICK = {"budget_s": QUICK_BUDGET_S, "val_points": 2, "pretrained": False}
 
 # Every preset tests each network alone, on the image as it is: a recipe's test-time augmentation (tta) would
-# give some models five forward passes and others one, and cost the quick study ~50 s on a 2-core CPU
-# (AlexNet's 50,000 test passes); `--set tta=shift` turns it back on for a study.
+# give some models five forward passes and others one, and cost the quick study a large part of its time on a
+# 2-core CPU (AlexNet's 50,000 test passes); `--set tta=shift` turns it back on for a study.
 SINGLE_VIEW = {"tta": "none"}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # An equal training budget for every model, each with its default recipe laid over that budget;
     # transfer models and the detector from scratch (no ImageNet download offline).
-    # VGG16 trains at batch 32 there: in 60 s of fp32 steps from scratch it reached 82.6 % on the validation
-    # split against 27.6 % at its default batch 128 (30 steps); AlexNet's batch 64 and 128 tied (96.1 / 96.0 %)
+    # VGG16 trains at batch 32 there: in the quick budget of fp32 steps from scratch it reached a far higher
+    # validation accuracy than at its default batch 128, which gets few steps; AlexNet's batch 64 and 128
+    # tied (docs/BENCHMARKS.md)
     "quick": {
         FALLBACK: _QUICK,
         "vgg16": {**_QUICK, "batch_size": 32},
