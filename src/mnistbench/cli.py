@@ -10,7 +10,8 @@ from typing import Any
 
 from .errors import UserError
 
-EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
+EPILOG = ("Any other config field: --set key=value (repeatable). `mnistbench config --model M` prints every "
+          "value a run would use and where it comes from.")
 
 
 def _train_parser(sub) -> None:
