@@ -32,7 +32,8 @@ PLANS: dict[str, dict[str, dict]] = {
         "frcnn-long": {"model": "frcnn", "recipe": "long"},
     },
 }
-DRY = {"checkpoints": False, "epochs": 1, "train_limit": 256, "test_limit": 128, "val_size": 128, "inference_benchmark": False}
+DRY = {"checkpoints": False, "epochs": 1, "train_limit": 256, "test_limit": 128, "val_size": 128,
+       "inference_benchmark": False}
 COLUMNS = ("test_accuracy", "test_macro_f1", "best_val_accuracy", "time_to_accuracy", "train_seconds",
            "compile_seconds", "epochs_completed", "train_images_per_second", "inference_ms_per_image",
            "inference_images_per_second", "inference_ms_per_scene", "inference_scenes_per_second", "map_50", "map",

@@ -265,7 +265,7 @@ def render(text: str, blocks: dict, rows: list[dict], where: str = "") -> str:
         pattern = re.compile(rf"({re.escape(begin)}[^\n]*-->\n).*?({re.escape(end)})", re.S)
         if not pattern.search(text):
             raise ResultError(f"{where}: no '{begin} ... -->' / '{end}' markers")
-        text = pattern.sub(lambda m: m.group(1) + make(rows) + "\n" + m.group(2), text, count=1)
+        text = pattern.sub(lambda m, make=make: m.group(1) + make(rows) + "\n" + m.group(2), text, count=1)
     return text
 
 

@@ -1,5 +1,6 @@
-"""Shared fixtures and helpers: the real data folder beside the repository (../shared/data), small and fast
-settings, image files, run folders and the CNN that the predict and serve tests share."""
+"""Shared fixtures and helpers: the real data (MNIST from the package, Fashion-MNIST from $MNISTBENCH_TEST_DATA,
+default ../shared/data), small and fast settings, image files, run folders and the CNN that the predict and serve
+tests share."""
 from __future__ import annotations
 
 import io
@@ -14,13 +15,14 @@ from torch import nn
 
 from mnistbench import checkpoint
 from mnistbench.config import resolve
-from mnistbench.data.datasets import load_arrays
+from mnistbench.data.datasets import PACKAGED, load_arrays
 from mnistbench.fsio import write_json
 from mnistbench.models import ModelSpec, get_model
 from mnistbench.record import CONFIG, MODEL, SUMMARY
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MNISTBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
+# Fashion-MNIST does not ship with mnistbench: the tests read it from here (CI: ../shared/data)
+FASHION_DATA = Path(os.environ.get("MNISTBENCH_TEST_DATA", REPO.parent / "shared" / "data"))
 
 # Small, fast settings for end-to-end runs on slices of the real data.
 TINY = {"train_limit": 512, "test_limit": 256, "val_size": 256, "epochs": 1, "batch_size": 64,
@@ -47,13 +49,13 @@ STUDY_SETS = {**SMALL, "width": 8, "dim": 16, "depth": 1, "heads": 2}
 
 
 @pytest.fixture(scope="session")
-def small_study(tmp_path_factory) -> Path:
+def small_study(tmp_path_factory, data_dir) -> Path:
     """A real study through the command line: cnn and vit, tiny, two seeds each, on slices of the real data."""
     from mnistbench.cli import main
 
     out = tmp_path_factory.mktemp("compare") / "study"
     sets = [a for k, v in STUDY_SETS.items() for a in ("--set", f"{k}={v}")]
-    rc = main(["compare", "--models", "cnn,vit", "--seeds", "2", "--out", str(out), "--data-dir", str(DATA),
+    rc = main(["compare", "--models", "cnn,vit", "--seeds", "2", "--out", str(out), "--data-dir", str(data_dir),
                "--quiet", *sets])
     assert rc == 0
     return out
@@ -61,16 +63,27 @@ def small_study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real MNIST / Fashion-MNIST folder; its absence is a failure, not a skip."""
-    assert (DATA / "mnist" / "train-images-idx3-ubyte.gz").exists(), f"real data expected in {DATA}"
-    return DATA
+    """The folder holding mnist/: the copy inside the package, named explicitly (as `--data-dir`)."""
+    assert (PACKAGED / "mnist" / "train-images-idx3-ubyte.gz").exists(), f"MNIST expected in {PACKAGED}"
+    return PACKAGED
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir() -> Path:
+    """The folder holding fashion-mnist/ ($MNISTBENCH_TEST_DATA); its absence is a failure, not a skip."""
+    found = FASHION_DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+    assert found.exists(), f"Fashion-MNIST expected in {FASHION_DATA} (set MNISTBENCH_TEST_DATA)"
+    return FASHION_DATA
 
 
 @pytest.fixture(autouse=True)
 def _no_network_and_small_threads(monkeypatch, tmp_path_factory):
-    """Tests never touch the network: any download attempt fails loudly; and they never write the user's cache
-    (precision decisions, trusted files): each test gets its own."""
+    """Tests never touch the network: any download attempt fails loudly. They never write the user's cache
+    (precision decisions, trusted files): each test gets its own. A user's $MNISTBENCH_DATA does not reach
+    them: where no test names a folder, MNIST comes from the package."""
     monkeypatch.setenv("MNISTBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("MNISTBENCH_DATA", raising=False)
+
     def refuse(*args, **kwargs):
         raise OSError("network access is disabled in tests")
     monkeypatch.setattr("torchvision.datasets.utils.download_url", refuse)

@@ -57,6 +57,8 @@ def test_a_budget_whose_steps_take_as_measured_keeps_its_plan(tmp_path, data_dir
     assert all(r["planned_before"] == r["planned_after"] == 150 for r in s["replans"])
     assert [v["step"] for v in _records(tmp_path / "run", "val")] == [50, 100, 150]
     assert _records(tmp_path / "run", "replan") == [{"kind": "replan", **r} for r in s["replans"]]
+    # 2048 images / 32 = 64 steps per epoch; summary.json rounds epochs_completed to 4 decimals (within 0.5e-4)
+    assert s["epochs_completed"] == pytest.approx(150 / 64, abs=0.5e-4)
     plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
     assert plan["total_steps"] == 150 and plan["budget"] == s["budget"] and plan["precision"] == "fp32"
 

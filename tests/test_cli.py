@@ -1,5 +1,6 @@
 """The command line on a small slice of the real data: every artifact, clear errors, evaluate."""
 import json
+import os
 import subprocess
 import sys
 
@@ -15,19 +16,24 @@ SUMMARY_KEYS = ("model", "dataset", "test_accuracy", "test_macro_f1", "test_loss
 
 
 def tiny_args(data_dir, out, *extra):
-    return ["train", "--model", "cnn", "--data-dir", str(data_dir), "--out", str(out), "--epochs", "2",
+    where = ["--data-dir", str(data_dir)] if data_dir else []
+    return ["train", "--model", "cnn", *where, "--out", str(out), "--epochs", "2",
             "--batch-size", "64", "--quiet", "--set", "train_limit=640", "--set", "test_limit=300",
             "--set", "val_size=300", "--set", "width=8", "--set", "log_every=3", *extra]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
+def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    # through the real console entry point, as a user runs it
-    proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(data_dir, out)], capture_output=True,
-                          text=True, timeout=300)
+    # through the real console entry point, as a new user runs it: an empty HOME, no --data-dir and no
+    # $MNISTBENCH_DATA, so MNIST comes from the package and nothing is downloaded or cached
+    home = tmp_path_factory.mktemp("empty-home")
+    env = {k: v for k, v in os.environ.items() if k != "MNISTBENCH_DATA"} | {"HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(None, out)], capture_output=True,
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and "(2 epochs, " in proc.stdout
+    assert not (home / ".cache" / "mnistbench").exists()
     return out
 
 
@@ -46,6 +52,8 @@ def test_run_writes_every_artifact(run_dir):
     p = json.loads((run_dir / "predictions.json").read_text())
     assert len(p["index"]) == len(p["target"]) == len(p["pred"]) == 300 and "predictions" not in s
     correct = sum(t == q for t, q in zip(p["target"], p["pred"]))
+    # a count over 300 images divided once (fp32 or float64: within 6e-8 relative); approx's default rel=1e-6
+    # admits that and no other count (one image is 1/300)
     assert correct / 300 == pytest.approx(s["test_accuracy"]) and 300 - correct == s["misclassified_count"]
     assert {m["index"] for m in s["misclassified"]} <= set(p["index"])
 
@@ -128,3 +136,31 @@ def test_epochs_are_printed_short_and_singular_for_one():
 
     assert [epochs_text(e) for e in (1.0, 1.5012, 2.0, 0.8512, 12.0)] == \
         ["1 epoch", "1.5 epochs", "2 epochs", "0.85 epochs", "12 epochs"]
+
+
+def test_config_names_each_values_source_and_the_keys_a_preset_leaves_out(capsys):
+    from mnistbench.config import FIELDS, resolve
+
+    assert main(["config", "--model", "vit", "--preset", "quick", "--set", "lr=0.01", "--set", "depth=2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-2:] for line in out.splitlines() if line.startswith("  ") and
+            "(none)" not in line}
+    cfg = resolve({"model": "vit"})
+    assert set(rows) == set(FIELDS) | set(cfg.model_args) | set(cfg.task_args)  # every value, once
+    for key, source in rows.items():  # "default", "recipe NAME", "preset NAME" or "flag"
+        assert source[-1] in ("default", "flag") or source[0] in ("recipe", "preset"), (key, source)
+    assert rows["lr"][-1] == rows["depth"][-1] == rows["model"][-1] == "flag"
+    assert rows["budget_s"] == ["preset", "quick"] and rows["weight_decay"] == ["recipe", "default"]
+    assert rows["momentum"][-1] == "default"
+    for section in ("data", "model", "optimiser", "schedule", "augmentation", "precision and device", "evaluation",
+                    "run bookkeeping", "model options (vit)", "task options (classify)"):
+        assert f"\n{section}\n" in out
+    assert "keys vit does not take (left out): pretrained=false" in out
+    # no preset: the values `train` would use, recipe and flags only
+    assert main(["config", "--model", "frcnn"]) == 0
+    out = capsys.readouterr().out
+    assert "left out" not in out and "task options (detect)" in out
+    assert not [line for line in out.splitlines() if line.startswith("  ") and "preset" in line]
+    assert main(["config", "--model", "cnn", "--set", "widht=8"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'width'" in err and err.count("\n") == 1

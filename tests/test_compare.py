@@ -70,7 +70,8 @@ def test_compare_writes_every_file_and_one_row_per_model_and_seed(study):
     for r in doc["rows"]:
         cfg = json.loads((study / r["run_dir"] / "config.json").read_text())["config"]
         assert cfg["seed"] == r["seed"] and cfg["val_size"] == SMALL["val_size"]
-        assert cfg["model_args"]["width" if r["model"] == "cnn" else "dim"] == STUDY_SETS["width" if r["model"] == "cnn" else "dim"]
+        key = "width" if r["model"] == "cnn" else "dim"
+        assert cfg["model_args"][key] == STUDY_SETS[key]
 
 
 def test_rerun_skips_finished_runs(study, data_dir, monkeypatch):
@@ -227,7 +228,8 @@ def test_a_run_failing_in_its_process_is_a_failed_row_and_compare_exits_1(tmp_pa
     assert "1 of 2 runs failed: frcnn seed 0 (image_size=30 is smaller than the largest digit patch" in err
     rows = _rows(out)
     assert [(r["model"], r["status"]) for r in rows] == [("cnn", "ok"), ("frcnn", "failed")]
-    assert rows[1]["error"].startswith("image_size=30") and "Traceback" in (out / "runs/frcnn-seed0/error.txt").read_text()
+    assert rows[1]["error"].startswith("image_size=30")
+    assert "Traceback" in (out / "runs/frcnn-seed0/error.txt").read_text()
 
 
 def test_what_killed_a_run_process_is_its_reason(tmp_path):

@@ -1,11 +1,13 @@
-"""Data folder resolution, the offline message, and the seeded validation split."""
+"""Data folder resolution, MNIST inside the package, the offline message, and the seeded validation split."""
+import re
 import shutil
 
 import pytest
 import torch
 
 from mnistbench.data import datasets
-from mnistbench.data.datasets import FILES, data_root, load_splits, resolve_files
+from mnistbench.data.datasets import DATASETS, FILES, PACKAGED, data_root, load_splits, resolve_files
+from mnistbench.data.idx import load_idx
 from mnistbench.errors import UserError
 
 
@@ -16,6 +18,32 @@ def test_data_root_order(monkeypatch, tmp_path):
     monkeypatch.delenv("MNISTBENCH_DATA")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_root(None) == tmp_path / "home" / ".cache" / "mnistbench"
+
+
+def test_the_packaged_mnist_verifies_and_has_its_attribution():
+    folder = PACKAGED / "mnist"
+    shapes = ((60000, 28, 28), (60000,), (10000, 28, 28), (10000,))
+    for stem, md5, shape in zip(FILES, DATASETS["mnist"].md5s, shapes):
+        path = folder / f"{stem}.gz"
+        assert load_idx(path, ndim=len(shape), expected_md5=md5).shape == shape
+    about = (folder / "README.md").read_text()
+    assert all(name in about for name in ("LeCun", "Cortes", "Burges", "NIST", "CC BY-SA 3.0"))
+
+
+def test_without_a_folder_or_env_mnist_comes_from_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))  # no ~/.cache/mnistbench
+    monkeypatch.delenv("MNISTBENCH_DATA", raising=False)
+    assert resolve_files("mnist", allow_download=False) == [PACKAGED / "mnist" / f"{s}.gz" for s in FILES]
+    s = load_splits("mnist", None, allow_download=False, val_size=100, test_limit=10)
+    assert len(s.train_x) == 59900 and len(s.test_x) == 10
+    assert not (tmp_path / "empty-home").exists()  # nothing downloaded or cached
+    # an explicit folder or $MNISTBENCH_DATA still wins; Fashion-MNIST never comes from the package
+    monkeypatch.setenv("MNISTBENCH_DATA", str(tmp_path / "env"))
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "env" / "mnist"))):
+        resolve_files("mnist")
+    monkeypatch.delenv("MNISTBENCH_DATA")
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "empty-home" / ".cache" / "mnistbench"))):
+        resolve_files("fashion-mnist")
 
 
 def test_offline_and_absent_names_folder_and_files(tmp_path):
@@ -67,8 +95,8 @@ def test_validation_split_is_seeded_and_disjoint(data_dir):
     assert a.train_x.dtype == torch.uint8 and a.train_y.dtype == torch.int64
 
 
-def test_fashion_mnist_loads(data_dir):
-    s = load_splits("fashion-mnist", data_dir, test_limit=100)
+def test_fashion_mnist_loads(fashion_data_dir):
+    s = load_splits("fashion-mnist", fashion_data_dir, test_limit=100)
     assert s.info.classes[9] == "Ankle boot" and len(s.test_x) == 100
 
 

@@ -8,7 +8,9 @@ from collections import OrderedDict
 import pytest
 import torch
 from conftest import fake_digits
+from numerics import assert_within, assert_within_rounding, roi_align_k, rounding_bound
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import batched_nms
 
 from mnistbench.cli import main
@@ -46,6 +48,40 @@ def task_for(cfg, splits):
 @pytest.fixture(autouse=True)
 def empty_weights_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def _decoded(model, levels, anchors):
+    """Every anchor's proposal before clipping (what both RPN paths decode)."""
+    objectness, deltas = model.rpn.head(levels)
+    _, deltas = concat_box_prediction_layers(objectness, deltas)
+    return model.rpn.box_coder.decode_single(deltas, anchors.repeat(len(levels[0]), 1))
+
+
+def _box_head_bounds(model, feats, proposals, sizes) -> tuple[float, float]:
+    """How far two correct box heads' boxes and scores can end apart by rounding alone: RoIAlign (ours reads on a
+    grid, torchvision's kernel box by box), fc6, fc7 and the predictor add up K terms; each output's sum of |terms|
+    follows from |W| @ (the |terms| before) + |b|, from RoIAlign of |features| on (numerics.py). A delta's error
+    moves a box corner by (proposal size / the coder's weight) for its centre and (half the predicted size /
+    weight) for its size; a score (softmax) moves by at most twice its logits' error."""
+    heads = model.roi_heads
+    terms = heads.box_roi_pool({k: v.abs() for k, v in feats.items()}, proposals, sizes).flatten(1)
+    k = roi_align_k(48 / ROI_STRIDE)
+    for fc in (heads.box_head.fc6, heads.box_head.fc7):
+        terms, k = terms @ fc.weight.abs().T + fc.bias.abs(), k + fc.in_features
+    predictor = heads.box_predictor
+    k += predictor.cls_score.in_features
+    logit_error = rounding_bound(k, (terms @ predictor.cls_score.weight.abs().T).max().item())
+    delta_error = rounding_bound(k, (terms @ predictor.bbox_pred.weight.abs().T).max().item())
+    logit_error += rounding_bound(k, predictor.cls_score.bias.abs().max().item())
+    delta_error += rounding_bound(k, predictor.bbox_pred.bias.abs().max().item())
+    pooled = heads.box_roi_pool(feats, proposals, sizes)
+    deltas = predictor(heads.box_head(pooled))[1].view(-1, 4)
+    w = min(heads.box_coder.weights)
+    boxes = torch.cat(proposals)
+    size = (boxes[:, 2:] - boxes[:, :2]).max().item()  # a proposal's larger side
+    grown = size * deltas[:, 2:].div(w).clamp(max=heads.box_coder.bbox_xform_clip).exp().max().item()
+    return delta_error * (size / w + grown / (2 * w)) + rounding_bound(4, 48 + grown, worst_case=True), \
+        2 * logit_error
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -223,15 +259,20 @@ def test_batched_rpn_and_heads_match_torchvision(monkeypatch):
         theirs, _ = model.rpn(image_list, OrderedDict((k, feats[k]) for k in model.rpn_levels))
         anchors = model.rpn.anchor_generator(ImageList(images[:1], [size]), [f[:1] for f in levels])[0]
         ours, _ = batched.propose(model.rpn, levels, size, anchors, None)
+        # proposals: both decode the same head outputs element by element, no sum reordered; at most a few
+        # roundings (K = 4: scale, shift, exp, halve) of the largest coordinate before clipping
+        reach = _decoded(model, levels, anchors).abs().max().item()
         for i, p in enumerate(theirs):
-            assert torch.allclose(p, ours.boxes[i][ours.valid[i]], atol=1e-4)
+            assert_within_rounding(ours.boxes[i][ours.valid[i]], p, 4, magnitude=reach, worst_case=True)
         their_dets, _ = model.roi_heads(feats, theirs, image_list.image_sizes)
         our_dets = batched.to_dicts(*batched.detections(model.roi_heads, feats[model.roi_level], ROI_STRIDE, ours,
                                                         size))
         assert sum(len(d["boxes"]) for d in our_dets) > 0
+        box_bound, score_bound = _box_head_bounds(model, feats, theirs, image_list.image_sizes)
         for a, b in zip(their_dets, our_dets):
-            assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
-            assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
+            assert torch.equal(a["labels"], b["labels"])
+            assert_within(b["boxes"], a["boxes"], box_bound, "boxes")
+            assert_within(b["scores"], a["scores"], score_bound, "scores")
         targets = to_targets(s)
         their_labels, _ = model.rpn.assign_targets_to_anchors([anchors] * len(images), targets)
         m = model.rpn.proposal_matcher

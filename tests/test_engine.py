@@ -15,7 +15,7 @@ def test_overfits_a_tiny_batch(tmp_path, data_dir):
                    "log_every": 1, "dropout": 0.0, "weight_decay": 0.0, "data_dir": str(data_dir),
                    "out": str(tmp_path / "run"), "precision": "fp32", "label_smoothing": 0.0})
     train(cfg)
-    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == 60 and losses[-1] < 0.05 < losses[0]
 
@@ -23,8 +23,8 @@ def test_overfits_a_tiny_batch(tmp_path, data_dir):
 def test_best_validation_weights_are_kept(tmp_path, data_dir):
     cfg = resolve({**TINY, "epochs": 3, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r")})
     s = train(cfg)
-    val = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(l)["kind"] == "val"]
+    val = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "val"]
     best = max(range(3), key=lambda i: val[i]["val_accuracy"])
     assert s["best_epoch"] == best + 1 and s["best_val_accuracy"] == val[best]["val_accuracy"]
     saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
@@ -40,8 +40,8 @@ def test_model_pt_is_written_per_new_best_and_not_again_at_the_end(tmp_path, dat
     cfg = resolve({**TINY, "epochs": 2, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r"),
                    "checkpoints": checkpoints})
     train(cfg)
-    val = [json.loads(l)["val_accuracy"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(l)["kind"] == "val"]
+    val = [json.loads(line)["val_accuracy"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "val"]
     new_bests = sum(v > max(val[:i], default=0.0) for i, v in enumerate(val))
     # with checkpoints: at each validation that found new best weights (none after training); else once, at the end
     assert writes.count("model.pt") == (new_bests if checkpoints else 1)
@@ -75,6 +75,7 @@ def test_onecycle_matches_torch():
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, pct_start=warmup,
                                                     cycle_momentum=False)
         for step in range(total):
+            # the same formula in float64 (a cosine and a few products: ~1e-15 relative); rel=1e-9 admits any order
             assert lr_factor("onecycle", warmup, step, total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
             opt.step()
             sched.step()

@@ -3,19 +3,15 @@ import pytest
 import torch
 
 from mnistbench.errors import UserError
-from mnistbench.models import MODELS, get_model, get_spec, list_models
+from mnistbench.models import MODELS, get_model, get_spec, list_models, no_download_options
 
 CLASSIFIERS = [n for n in list_models() if MODELS[n].task == "classify"]
-
-
-def _offline_options(name: str) -> dict:
-    return {"pretrained": False} if "pretrained" in get_spec(name).arg_defaults() else {}
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_classifier_contract(name):
     torch.manual_seed(0)
-    model = get_model(name, **_offline_options(name))
+    model = get_model(name, **no_download_options(name))
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     logits = model(x)
     assert logits.shape == (3, 10)
@@ -46,3 +42,18 @@ def test_get_model_rejects_unknown_option():
         get_model("cnn", depth=3)
     with pytest.raises(UserError, match="registered models"):
         get_model("lenet")
+
+
+def test_one_rule_builds_a_model_without_downloading_weights():
+    """cli's parameter count, the study's option check and loading a trained model.pt all use this rule."""
+    assert no_download_options("cnn") == get_spec("cnn").arg_defaults()  # nothing to download
+    scratch = no_download_options("vgg16", {"finetune": "head"})  # head needs a pretrained start: full
+    assert scratch["pretrained"] is False and scratch["finetune"] == "full"
+    with torch.device("meta"):
+        get_model("vgg16", **scratch)  # builds (conftest turns any download into an error)
+    assert no_download_options("vgg16", {"finetune": "ful"})["finetune"] == "ful"  # a typo stays, to be refused
+    local = no_download_options("alexnet", {"weights": "/w.pt", "finetune": "head"})  # a file downloads nothing
+    assert local["pretrained"] is True and local["weights"] == "/w.pt" and local["finetune"] == "head"
+    trained = no_download_options("alexnet", {"weights": "/w.pt"}, weights_file=False)  # model.pt replaces all
+    assert trained["weights"] == "" and trained["pretrained"] is False and trained["finetune"] == "full"
+    assert no_download_options("frcnn", {"pretrained": True})["pretrained"] is False

@@ -28,3 +28,11 @@ def test_presets_only_give_keys_a_model_takes(monkeypatch):
         assert resolve({**presets.preset_overrides(preset, "vit"), "model": "vit"}).tta == "none"
     nb = presets.preset_overrides("notebook", "vgg16")
     assert nb["image_size"] == 224 and nb["finetune"] == "full" and nb["batch_size"] == 128
+
+
+def test_split_names_the_keys_a_model_does_not_take(monkeypatch):
+    monkeypatch.setitem(models.MODELS, "mlp", MLP)
+    given, dropped = presets.split("cnn", presets.wanted("quick", "cnn"))
+    assert dropped == {"pretrained": False} and "pretrained" not in given and given["budget_s"] > 0
+    assert presets.split("mlp", presets.wanted("standard", "mlp"))[1] == {"recipe": ("gpu", "long")}
+    assert presets.split("cnn", {"width": 8, "patch_size": 4}) == ({"width": 8}, {"patch_size": 4})

@@ -176,7 +176,8 @@ def test_a_phone_draws_with_a_finger(served, browser, tmp_path):
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, part
     box = page.locator("#draw").bounding_box()
     cdp = page.context.new_cdp_session(page)
-    for kind, (fx, fy) in [("touchStart", SEVEN[0]), *[("touchMove", p) for p in SEVEN[1:]], ("touchEnd", (None, None))]:
+    touches = [("touchStart", SEVEN[0]), *[("touchMove", p) for p in SEVEN[1:]], ("touchEnd", (None, None))]
+    for kind, (fx, fy) in touches:
         points = [] if fx is None else [{"x": box["x"] + fx * box["width"], "y": box["y"] + fy * box["height"]}]
         cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
     replied(page, 1)

@@ -36,6 +36,7 @@ def test_wilson_interval_of_8_in_10():
     # half   = z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²) = 1.416001 · sqrt(0.016 + 0.0096037) = 0.226577
     # -> [0.490164, 0.943318] (the textbook Wilson interval of 8/10: 0.490 to 0.943)
     low, high = wilson_interval(8, 10)
+    # the hand values above are rounded to 6 decimals: abs=2e-6 (float64 adds nothing visible)
     assert low == pytest.approx(0.490164, abs=2e-6) and high == pytest.approx(0.943318, abs=2e-6)
 
 
@@ -116,7 +117,7 @@ def test_paired_t_test_on_per_seed_differences():
     (4, 4, 1.0),                 # n = 8: 2 · 163 / 256 > 1, capped
 ])
 def test_exact_mcnemar_against_hand_computed_values(b, c, p):
-    assert mcnemar_exact(b, c) == pytest.approx(p, rel=1e-12)
+    assert mcnemar_exact(b, c) == pytest.approx(p, rel=1e-12)  # float64 sums of a few binomial terms: ~1e-15
 
 
 def test_mcnemar_a_one_image_gap_is_never_significant_a_large_one_is():

@@ -329,7 +329,7 @@ def test_the_room_check_uses_the_free_space_and_the_run_sizes(tmp_path, referenc
         assert size <= estimate <= size + 150_000, (name, size, estimate)
     need = int(storage.MARGIN * fp.peak)
     for free, refuses in ((need - 1, True), (need, False)):
-        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 0, free))
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: shutil._ntuple_diskusage(10**9, 0, free))
         if refuses:
             with pytest.raises(WriteError, match="not enough free space"):
                 storage.check_run(tmp_path / "run", model, cfg)
@@ -353,7 +353,7 @@ def test_a_study_checks_room_for_all_its_runs_once_before_any(tmp_path, data_dir
     assert main([*STUDY, "--out", str(out), "--data-dir", str(data_dir)]) == EXIT_IO
     err = one_line(capsys.readouterr().err)
     assert "not enough free space on the disk mounted at" in err
-    assert f"(5.0 MB free): its 3 run(s) still to do and its report need about" in err and f"MB in {out} (" in err
+    assert "(5.0 MB free): its 3 run(s) still to do and its report need about" in err and f"MB in {out} (" in err
     assert "no run was started" in err and not (out / "runs").exists()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .fsio import save_torch
 
 
@@ -54,9 +54,8 @@ def load(path: Path, map_location="cpu") -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"{path}: refused, it needs arbitrary unpickling which weights_only loading forbids "
-                        f"({first[:120]}); only load files you trust, re-saved as plain state dicts") from None
+                        f"({first_line(e, 120)}); only load files you trust, re-saved as plain state dicts") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: "
-                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+                        f"{first_line(e, 120)})") from None

@@ -10,7 +10,8 @@ from typing import Any
 
 from .errors import EXIT_IO, EXIT_USER, WRITE_FAULTS, UserError, WriteError, os_error_in
 
-EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
+EPILOG = ("Any other config field: --set key=value (repeatable). `mnistbench config --model M` prints every "
+          "value a run would use and where it comes from.")
 
 
 def _train_parser(sub) -> None:
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", dest="data_dir", default="")
     p.add_argument("--device", default="auto")
     sub.add_parser("models", help="list registered models: parameters and default recipes")
+    _config_parser(sub)
     _compare_parsers(sub)
     _predict_parsers(sub)
     _serve_parser(sub)
@@ -97,13 +99,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import MODELS, no_download_options
 
     for name, spec in MODELS.items():
         try:
             import torch
             with torch.device("meta"):
-                params = sum(p.numel() for p in spec.build(**_no_download(spec)).parameters())
+                params = sum(p.numel() for p in spec.build(**no_download_options(name)).parameters())
             size = f"{params / 1e6:.2f} M params"
         except Exception as e:  # noqa: BLE001 - listing must not fail on one model
             size = f"params unknown ({type(e).__name__})"
@@ -113,9 +115,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_download(spec) -> dict[str, Any]:
-    """Builder options that avoid fetching pretrained weights (counting parameters needs none)."""
-    return {"pretrained": False} if "pretrained" in spec.arg_defaults() else {}
+# --- config (what a run would use, and why) -----------------------------------------------------------
+def _config_parser(sub) -> None:
+    p = sub.add_parser("config", help="print a model's resolved config by section, each value with its source",
+                       epilog="Sources, lowest first: default < recipe < preset < flag.")
+    p.add_argument("--model", help="registered model name (default cnn)")
+    p.add_argument("--preset", help="a study preset (quick, standard, notebook), as `compare --preset` gives it")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field or model option, as `train --set` takes it")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import parse_sets
+    from .study.presets import explain
+
+    flags = {"model": args.model} if args.model else {}
+    print("\n".join(explain(args.preset, {**flags, **parse_sets(args.sets)})))
+    return 0
 
 
 # --- compare and report (the whole study) ---------------------------------------------------------
@@ -252,7 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  max_pixels=args.max_pixels, min_score=args.min_score)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models, "config": cmd_config,
             "compare": cmd_compare, "report": cmd_report, "predict": cmd_predict, "export": cmd_export,
             "serve": cmd_serve}
 

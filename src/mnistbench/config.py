@@ -1,104 +1,40 @@
-"""One frozen run configuration: global defaults < the model's recipe < the user's flags and --set."""
+"""One frozen run configuration: global defaults < the model's recipe < a study preset < the user's flags and --set.
+
+The Config itself (its fields, sections and choices) is declared in schema.py; this module resolves and validates
+one, and can say where each value came from.
+"""
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import UserError
 from .models import get_spec
+from .schema import CHOICES, FIELDS, NESTED, SECTIONS, Config, section_of
 from .tasks import TASKS, option_defaults
 
-# Allowed values of the string fields that are choices.
-CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "schedule": ("onecycle", "cosine", "constant"),
-    "augment": ("none", "translate", "affine"),
-    "device": ("auto", "cpu", "cuda", "mps"),
-    "precision": ("auto", "fp32", "bf16"),
-    "compile_mode": ("default", "reduce-overhead", "max-autotune"),
-    "tta": ("none", "shift"),
-}
+__all__ = ["CHOICES", "FIELDS", "NESTED", "RESULT_NEUTRAL", "Config", "from_dict", "parse_sets", "parse_value",
+           "resolve", "resolve_traced", "result_settings", "validate"]
 
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run. Field comments say what a value means."""
-
-    model: str = "cnn"
-    dataset: str = "mnist"            # mnist | fashion-mnist
-    data_dir: str = ""                # "" = $MNISTBENCH_DATA, else ~/.cache/mnistbench
-    out: str = ""                     # run folder; "" = runs/<timestamp>-<model>
-    recipe: str = "default"           # which of the model's recipes sets the defaults below
-    epochs: float = 2.0               # may be fractional (1.5: the last epoch stops half-way)
-    batch_size: int = 256
-    eval_batch_size: int = 1000
-    lr: float = 3e-3                  # peak learning rate
-    weight_decay: float = 5e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9             # SGD only
-    beta1: float = 0.9                # AdamW only: its running-mean decay rates (torch's defaults)
-    beta2: float = 0.999
-    schedule: str = "onecycle"        # onecycle | cosine (linear warmup, cosine decay) | constant
-    warmup: float = 0.1               # fraction of all steps spent warming up
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0            # max gradient norm; 0 = off
-    augment: str = "none"             # none | translate (integer shifts) | affine (shift, rotate, scale)
-    translate: float = 2.0            # pixels
-    rotate: float = 10.0              # degrees (affine only)
-    scale: float = 0.1                # ± fraction (affine only)
-    tta: str = "none"                 # test-time augmentation of classifiers' test and predict (not of validation):
-                                      #   shift = mean softmax of the image and its 1-px shifts in 4 directions
-    device: str = "auto"
-    precision: str = "auto"           # auto: bf16 autocast on CUDA and on CPUs with native bf16
-    channels_last: bool = True        # NHWC memory layout (measured faster on CPU and CUDA)
-    compile: bool = False             # torch.compile; compile time is reported apart
-    compile_mode: str = "default"
-    seed: int = 0
-    deterministic: bool = False       # torch.use_deterministic_algorithms; exact resume on CPU
-    val_size: int = 5000              # held out of the training set for model selection
-    train_limit: int = 0              # use only this many training images (0 = all)
-    test_limit: int = 0               # score on a fixed random sample of N test images (0 = all)
-    target_accuracy: float = 0.0      # stop once validation accuracy reaches this (0 = off)
-    budget_s: float = 0.0             # > 0: train for this many seconds of training steps (planned from measured
-                                      #   steps, re-planned as it trains); epochs is then ignored. 0: train for `epochs`
-    budget_flops: float = 0.0         # > 0: train for this many training FLOPs (3 x forward FLOPs per sample x
-                                      #   samples seen), planned exactly; epochs is then ignored
-    val_points: int = 4               # budgeted runs: validations at this many evenly spaced steps
-    log_every: int = 50               # training steps per logged loss
-    checkpoint_minutes: float = 5.0   # also checkpoint mid-epoch this often (0 = epoch ends only)
-    checkpoints: bool = True          # false: no checkpoint.pt at all (throwaway benchmark runs)
-    inference_benchmark: bool = True  # time batch-1 latency and large-batch throughput after training
-    tensorboard: bool = False         # also write TensorBoard event files in the run folder (mnistbench[tensorboard])
-    quiet: bool = False
-    model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's options, all of them
-    task_args: Mapping[str, Any] = field(default_factory=dict)   # the options of the model's task, all of them
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, JSON-ready."""
-        d = dataclasses.asdict(self)
-        d["model_args"], d["task_args"] = dict(self.model_args), dict(self.task_args)
-        return d
-
-    def flat(self) -> dict[str, Any]:
-        """Fields, model options and task options in one mapping, as resolve() takes them."""
-        d = self.to_dict()
-        model_args, task_args = d.pop("model_args"), d.pop("task_args")
-        return {**d, **model_args, **task_args}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Config:
-        """The Config of a saved to_dict() (e.g. config.json), re-resolved and re-validated."""
-        flat = {k: v for k, v in d.items() if k not in ("model_args", "task_args")}
-        return resolve({**flat, **d.get("model_args", {}), **d.get("task_args", {})})
-
-
-NESTED = ("model_args", "task_args")
-FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in NESTED}
 _DEFAULTS = Config()
+DEFAULT, FLAG = "default", "flag"  # sources of a value, besides "recipe NAME" and "preset NAME"
+
+# Fields that never change a run's result, only where its files are and what it shows while running. A finished
+# study run whose config differs only in these still counts as done; a resumed run may change them.
+RESULT_NEUTRAL = ("out", "data_dir", "quiet", "checkpoint_minutes", "checkpoints", "tensorboard")
+
+
+def result_settings(config: Mapping[str, Any], *, also_ignoring: Sequence[str] = ()) -> dict[str, Any]:
+    """A config (Config.to_dict()) without its RESULT_NEUTRAL fields and `also_ignoring`: what decides the result."""
+    return {k: v for k, v in config.items() if k not in RESULT_NEUTRAL and k not in also_ignoring}
+
+
+def from_dict(d: Mapping[str, Any]) -> Config:
+    """The Config of a saved Config.to_dict() (e.g. config.json), re-resolved and re-validated."""
+    flat = {k: v for k, v in d.items() if k not in NESTED}
+    return resolve({**flat, **d.get("model_args", {}), **d.get("task_args", {})})
 
 
 def parse_value(key: str, text: Any, default: Any) -> Any:
@@ -163,17 +99,25 @@ def option_keys(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def resolve(overrides: Mapping[str, Any]) -> Config:
     """Build the frozen Config from user overrides (strings or values), validating every key and value."""
-    model = str(overrides.get("model", _DEFAULTS.model))
+    return resolve_traced([(FLAG, overrides)])[0]
+
+
+def resolve_traced(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[Config, dict[str, str]]:
+    """The Config of `layers` of overrides, lowest first, each a (source name, overrides) pair laid over the
+    model's recipe; and the source of every field and option: "default", "recipe NAME" or a layer's name."""
+    merged = {k: v for _, layer in layers for k, v in layer.items()}
+    model = str(merged.get("model", _DEFAULTS.model))
     spec = get_spec(model)
-    recipe = str(overrides.get("recipe", _DEFAULTS.recipe))
+    recipe = str(merged.get("recipe", _DEFAULTS.recipe))
     if recipe not in spec.recipes:
         raise UserError(f"model {model!r} has no recipe {recipe!r}; it has: {', '.join(spec.recipes)}")
     arg_defaults, task_defaults = option_keys(model)
     known = sorted(set(FIELDS) | set(arg_defaults) | set(task_defaults))
     values: dict[str, Any] = {}
     model_args, task_args = dict(arg_defaults), dict(task_defaults)
-    for source in (spec.recipes[recipe], overrides):
-        for key, raw in source.items():
+    sources = dict.fromkeys(known, DEFAULT)
+    for source, layer in ((f"recipe {recipe}", spec.recipes[recipe]), *layers):
+        for key, raw in layer.items():
             if key in FIELDS:
                 values[key] = parse_value(key, raw, getattr(_DEFAULTS, key))
             elif key in arg_defaults:
@@ -183,9 +127,20 @@ def resolve(overrides: Mapping[str, Any]) -> Config:
             else:
                 raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; "
                                 f"see `mnistbench models` and `mnistbench train --help`")
+            sources[key] = source
     cfg = Config(**values, model_args=model_args, task_args=task_args)
     validate(cfg)
-    return cfg
+    return cfg, sources
+
+
+def by_section(cfg: Config, sources: Mapping[str, str]) -> list[tuple[str, list[tuple[str, Any, str]]]]:
+    """(section, [(key, value, source)]) for every Config section, then the model's and its task's options."""
+    rows = [(title, [(k, getattr(cfg, k), sources[k]) for k in FIELDS if section_of(k) == title])
+            for title in SECTIONS]
+    rows.append((f"model options ({cfg.model})", [(k, v, sources[k]) for k, v in cfg.model_args.items()]))
+    task = get_spec(cfg.model).task
+    rows.append((f"task options ({task})", [(k, v, sources[k]) for k, v in cfg.task_args.items()]))
+    return rows
 
 
 def validate(cfg: Config) -> None:
@@ -214,11 +169,3 @@ def validate(cfg: Config) -> None:
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
     TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options
-
-
-def effective_settings(cfg: Config) -> dict[str, Any]:
-    """Fields that decide the result: everything except where things are read and written and display."""
-    d = cfg.to_dict()
-    for key in ("data_dir", "out", "quiet", "epochs", "device", "checkpoint_minutes", "checkpoints", "tensorboard"):
-        d.pop(key)
-    return d

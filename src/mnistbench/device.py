@@ -65,12 +65,11 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps every block over 32 MB on its own and unmaps it on free, and trims the heap above
     128 kB, so each training step's large tensors are page-faulted in afresh (the gradient of AlexNet's first
-    classifier layer is 151 MB): writing one took 48–53 ms instead of ~4. With mmap off for large blocks and
-    the trim threshold at 1 GiB, AlexNet's fp32 training step of 128 took 282-325 instead of 339-376 ms and
-    VGG16's command 650.4 instead of 766.0 s on a 2-core AMD EPYC with avx512_bf16 (docs/BENCHMARKS.md; the
-    CNN and ViT did not change); the price is that the process keeps its peak memory. The same effect as
-    preloading jemalloc or tcmalloc, without installing one. Linux with glibc only; set
-    MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
+    classifier layer is 151 MB), and writing one costs many times what writing reused memory does. With mmap
+    off for large blocks and the trim threshold at 1 GiB, the transfer models' steps and commands are faster on
+    the CPU (the CNN and ViT do not change; docs/BENCHMARKS.md); the price is that the process keeps its peak
+    memory. The same effect as preloading jemalloc or tcmalloc, without installing one. Linux with glibc only;
+    set MNISTBENCH_KEEP_FREED_MEMORY=0 to keep glibc's defaults.
     """
     if not sys.platform.startswith("linux") or os.environ.get("MNISTBENCH_KEEP_FREED_MEMORY", "1") == "0":
         return False

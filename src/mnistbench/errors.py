@@ -1,4 +1,5 @@
-"""The exception types whose message is shown to the user as a single line, and the exit status of each."""
+"""The exception types whose message is shown to the user as a single line, the exit status of each, and any
+exception in one line."""
 from __future__ import annotations
 
 import errno as E
@@ -11,6 +12,20 @@ EXIT_IO = 74    # EX_IOERR of sysexits.h: a file could not be written (or read):
 
 class UserError(Exception):
     """Bad input or environment: the message says what is wrong and what to do."""
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """`e` in one line of at most `limit` characters: its message's first line, named by its type unless it is a
+    UserError or a WriteError (written for the user already); cut at a sentence's end where possible (torch's
+    out-of-memory message runs long)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if not isinstance(e, (UserError, WriteError)):
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(". ", 0, limit)
+    return text[:cut + 1] if cut > 40 else text[:limit - 3] + "..."
 
 
 # The one place an OSError's errno becomes words: why the write failed, and the condition under which to go on.

@@ -19,7 +19,7 @@ from torch import nn
 from .data.datasets import load_test_images
 from .data.pipeline import normalize
 from .device import Runtime
-from .errors import UserError
+from .errors import UserError, first_line
 from .fsio import write_atomic
 from .models import get_spec
 from .record import ONNX
@@ -48,7 +48,7 @@ def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UserError(f"{path}: not an ONNX model onnxruntime can run ({str(e).splitlines()[0][:160]})") from None
+        raise UserError(f"{path}: not an ONNX model onnxruntime can run ({first_line(e)})") from None
 
 
 def onnx_logits(session, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -72,20 +72,15 @@ def to_onnx(model: nn.Module) -> tuple[bytes, str]:
         raise UserError(f"the ONNX exporter needs {e.name or 'onnx and onnxscript'}; "
                         "pip install 'mnistbench[onnx]'") from None
     except Exception as e:  # noqa: BLE001 - torch < 2.5 has no dynamo=True; a model torch.export cannot trace
-        first = _first_line(e)
+        first = first_line(e)
     buf = io.BytesIO()
     try:
         torch.onnx.export(model, example, buf, dynamo=False, opset_version=17, **names,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as e:  # noqa: BLE001 - say what both exporters said, in one line
         raise UserError(f"neither ONNX exporter could export the model (dynamo: {first}; TorchScript: "
-                        f"{_first_line(e)})") from None
+                        f"{first_line(e)})") from None
     return buf.getvalue(), "torchscript"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:160]}" if text else type(e).__name__
 
 
 @dataclass(frozen=True)

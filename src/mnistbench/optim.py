@@ -29,7 +29,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
     kw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "weight_decay": cfg.weight_decay}
-    try:  # the fused kernel: one pass over all parameters (AlexNet's CPU step 580 -> 400 ms)
+    try:  # the fused kernel: one pass over all parameters, the faster CPU step (docs/BENCHMARKS.md)
         return torch.optim.AdamW(groups, **kw, fused=True)
     except (RuntimeError, TypeError):  # an older torch or an unsupported device
         return torch.optim.AdamW(groups, **kw)

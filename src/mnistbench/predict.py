@@ -207,7 +207,7 @@ def _answer(p: Predictor, ready: list, topk: int, min_score: float, save_dir: st
     """Predict one chunk of (path, bytes, prepared) together; write what the model saw and the drawings."""
     out, seen = predict_images(p, [r[2] for r in ready], [str(r[0]) for r in ready], topk=topk, min_score=min_score)
     for (path, data, _), res, img in zip(ready, out, seen):
-        stem = _unique(path.stem, names)
+        stem = unique_name(path.stem, names)
         if save_dir:
             write_bytes(Path(save_dir) / f"{stem}.png", images.encode_png(img))
         if draw_dir:
@@ -222,7 +222,8 @@ def _in_image(digits: list[Digit], placement: images.Placement) -> list[Digit]:
     return [d for d in moved if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
 
 
-def _unique(stem: str, taken: set[str]) -> str:
+def unique_name(stem: str, taken: set[str]) -> str:
+    """`stem`, or `stem`-2, -3, ...: the first not in `taken`, which it joins."""
     name, n = stem, 1
     while name in taken:
         n += 1

@@ -13,14 +13,14 @@ import torch
 from . import checkpoint, distributed, plots, storage
 from .budget import Plan, budget_error, train_flops
 from .calibrate import choose_runtime, make_plan, resumed_plan, runtime_for
-from .config import Config, effective_settings, resolve
+from .config import RESULT_NEUTRAL, Config, from_dict, resolve, result_settings
 from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime, machine
 from .distributed import Group
 from .engine import Interrupted, TrainState, fit
-from .errors import UserError, WriteError
+from .errors import UserError, WriteError, first_line
 from .metrics import time_to_accuracy
-from .models import get_model, get_spec
+from .models import get_model, get_spec, no_download_options
 from .profile import forward_flops, peak_memory_mb
 from .record import (
     CHECKPOINT,
@@ -87,7 +87,7 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
         try:
             return _train(cfg, group, folder, resume_from, wall0)
         except WriteError as e:  # disk full, read-only, ...: what of the folder is intact, how to go on
-            raise storage.in_run(e, folder)
+            raise storage.in_run(e, folder) from None
 
 
 def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: str | os.PathLike | None,
@@ -184,40 +184,45 @@ def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
 
 def load_run_config(run_dir: str | os.PathLike) -> Config:
     """The Config a run folder was made with."""
-    return Config.from_dict(read_config(run_dir))
+    return from_dict(read_config(run_dir))
+
+
+# Beyond the result-neutral fields, a resumed run may train for longer (or shorter) and move to another device.
+RESUME_MAY_CHANGE = ("epochs", "device")
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:
-    """The saved config with the user's overrides; refused if they change anything but epochs and display."""
+    """The saved config with the user's overrides; refused if they change anything that decides the result,
+    except RESUME_MAY_CHANGE."""
     saved = load_run_config(run_dir)
     merged = resolve({**saved.flat(), **overrides})
-    before, after = effective_settings(saved), effective_settings(merged)
+    before = result_settings(saved.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
+    after = result_settings(merged.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
     differing = sorted(k for k in before if before[k] != after[k])
     if differing:
+        may = ", ".join(RESUME_MAY_CHANGE + RESULT_NEUTRAL)
         raise UserError(f"cannot resume {run_dir} with a different config: {', '.join(differing)} differ "
-                        "(only --epochs, --device, --data-dir, --quiet and tensorboard may change on resume)")
+                        f"(only {may} may change on resume)")
     return merged
 
 
 def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.nn.Module:
     """The run's trained model (its model.pt) on `rt`'s device, in eval mode.
 
-    Built without pretrained weights: model.pt replaces every parameter, and an offline machine must not
-    be sent looking for ImageNet files it does not need.
+    Built without pretrained weights (models.no_download_options): model.pt replaces every parameter, and an
+    offline machine must not be sent looking for ImageNet files it does not need.
     """
     path = Path(run_dir) / MODEL
     if not path.is_file():
         raise UserError(f"{run_dir}: no {MODEL} in it; train the run to the end first "
                         f"(an interrupted run resumes with: mnistbench train --resume {run_dir})")
     state = checkpoint.load(path, map_location=rt.device)
-    options = dict(cfg.model_args)
-    options.update({k: v for k, v in (("pretrained", False), ("weights", ""), ("finetune", "full"))
-                    if k in options})
+    options = no_download_options(cfg.model, cfg.model_args, weights_file=False)
     model = rt.prepare(get_model(cfg.model, **options))
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
-        raise UserError(f"{path} does not fit model {cfg.model!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path} does not fit model {cfg.model!r}: {first_line(e)}") from None
     return model.eval()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, effective_settings
+from .config import Config, from_dict, result_settings
 from .errors import NoRoom, WriteError, mb
 from .fsio import check_writable
 from .models import get_model
@@ -131,8 +131,8 @@ def intact(folder: str | os.PathLike) -> tuple[str, bool]:
         return "nothing of the run was written", False
     try:
         ckpt = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)
-        same = effective_settings(Config.from_dict(ckpt["config"])) == \
-            effective_settings(Config.from_dict(read_config(folder)))
+        same = result_settings(from_dict(ckpt["config"]).to_dict()) == \
+            result_settings(from_dict(read_config(folder)).to_dict())
         step, total = ckpt["state"]["global_step"], read_plan(folder).get("total_steps")
     except Exception:  # noqa: BLE001 - no checkpoint, or one this version cannot read: none to go on from
         same = False

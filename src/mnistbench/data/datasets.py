@@ -47,13 +47,29 @@ def get_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+# MNIST ships inside the package (mnistbench/data/mnist/, with its attribution); Fashion-MNIST is downloaded.
+PACKAGED = Path(__file__).resolve().parent
+PACKAGED_SETS = ("mnist",)
+
+
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """`data_dir`, else $MNISTBENCH_DATA, else ~/.cache/mnistbench."""
+    """`data_dir`, else $MNISTBENCH_DATA, else ~/.cache/mnistbench: where data sets are read or downloaded."""
     if data_dir:
         return Path(data_dir).expanduser()
     if os.environ.get("MNISTBENCH_DATA"):
         return Path(os.environ["MNISTBENCH_DATA"]).expanduser()
     return Path.home() / ".cache" / "mnistbench"
+
+
+def dataset_folder(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder data set `name` is read from: `data_dir`/name, else $MNISTBENCH_DATA/name, else the copy
+    inside the package (MNIST), else ~/.cache/mnistbench/name (downloaded there on first use)."""
+    packaged = PACKAGED / name
+    if data_dir or os.environ.get("MNISTBENCH_DATA") or name not in PACKAGED_SETS:
+        return data_root(data_dir) / name
+    if all(find_file(packaged, s) for s in FILES):
+        return packaged
+    return data_root() / name  # an installation without the package data: download as for any other set
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -93,7 +109,7 @@ def _missing_message(info: DatasetInfo, folder: Path) -> str:
 def resolve_files(name: str, data_dir=None, *, allow_download: bool = True) -> list[Path]:
     """Paths of the four files of data set `name`, downloading them if absent and allowed."""
     info = get_info(name)
-    folder = data_root(data_dir) / name
+    folder = dataset_folder(name, data_dir)
     if allow_download and not all(find_file(folder, s) for s in FILES):
         try:
             download(info, folder)
@@ -139,7 +155,7 @@ def load_arrays(name: str, data_dir=None, *, allow_download: bool = True) -> tup
 def load_test_images(name: str, data_dir=None) -> np.ndarray:
     """The verified test images (10000, 28, 28) of a data set already on disk (no download, one file read)."""
     info = get_info(name)
-    folder = data_root(data_dir) / name
+    folder = dataset_folder(name, data_dir)
     path = find_file(folder, FILES[2])
     if path is None:
         raise UserError(_missing_message(info, folder))

@@ -42,7 +42,9 @@ from ..errors import UserError
 SIDE = 28                   # the data sets' image side
 DIGIT_BOX = 20              # MNIST fits each digit into 20 x 20 ...
 CENTRE = 14.0               # ... and puts its centre of mass at pixel (14, 14) (row, column index)
-MAX_PIXELS = 64_000_000     # default pixel limit: a 48-MP phone photo fits, a decompression bomb does not
+MAX_PIXELS = 64_000_000     # pixel limit of one image decoded alone (predict): a 48-MP phone photo fits, a
+                            #   decompression bomb does not
+SERVED_MAX_PIXELS = 16_000_000  # a server's default limit, lower: it decodes several requests' images at once
 FASHION_TRIM = 0.05         # Fashion-MNIST trims edges within 5 % of full intensity of the background
 DATASETS = ("mnist", "fashion-mnist")
 

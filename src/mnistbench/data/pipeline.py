@@ -37,7 +37,8 @@ def epoch_order(n: int, *, seed: int, epoch: int, device) -> torch.Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
-def batch_indices(order: torch.Tensor, batch_size: int, *, start: int = 0, drop_last: bool = True) -> Iterator[torch.Tensor]:
+def batch_indices(order: torch.Tensor, batch_size: int, *, start: int = 0,
+                  drop_last: bool = True) -> Iterator[torch.Tensor]:
     """Index tensors of consecutive batches of `order`, from batch number `start` on."""
     n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n

@@ -35,8 +35,8 @@ BACKBONES = ("mobilenet_v3_large_fpn", "resnet50_fpn")
 ASPECT_RATIOS = (1.0, 2.0, 4.0)
 ANCHOR_PER_STRIDE = 1.5  # anchor side = 1.5 x the level's stride: 12 px at stride 8 covers a "1", 24 px a "0"
 # FPN levels (the last is FPN's extra max-pool level). RoIAlign reads only the stride-4 level: a digit
-# spans ~5 x 5 cells there, and moving RoI features from stride 8 to 4 raised validation accuracy after
-# 8000 scenes from 66 % to 88 %. Proposals come from the coarser levels, where anchors of 12-48 px sit.
+# spans ~5 x 5 cells there, and moving RoI features from stride 8 to 4 raised validation accuracy a lot
+# (docs/BENCHMARKS.md). Proposals come from the coarser levels, where anchors of 12-48 px sit.
 LEVEL_STRIDES = {"mobilenet_v3_large_fpn": (4, 8, 16, 32), "resnet50_fpn": (4, 8, 16, 32, 64)}
 ROI_STRIDE, MIN_RPN_STRIDE = 4, 8
 
@@ -183,16 +183,14 @@ SPEC = ModelSpec(
     build=build,
     about="Faster R-CNN (torchvision), MobileNetV3-FPN from scratch by default, on multi-digit scenes",
     recipes={
-        # CPU, fp32 (docs/BENCHMARKS.md): an epoch is 32k scenes (the task default); 1,000 steps of 32 took
-        # 289 s before RoIAlign's backward became a grid_sample (frcnn_heads.grid_roi_align), 179-182 s after.
-        # Evaluation in batches of 64 canvases: 1.4-1.7 ms per digit against 2.7 ms in batches of 1,000 (the
-        # larger batch falls out of the CPU's caches); 98.05 % test accuracy, mAP@0.5 0.988, 218 s whole
-        # command. fp32 and bf16 steps took the same time (280 vs 274 ms per step of 32, before the grid):
-        # precision=auto measures and keeps fp32 unless bf16 is clearly faster.
+        # CPU, fp32: an epoch is 32k scenes (the task default), sized for a 2-core CPU; RoIAlign's backward runs
+        # as a grid_sample there (frcnn_heads.grid_roi_align), the faster form. Evaluation in batches of 64
+        # canvases: faster per digit than batches of 1,000, which fall out of the CPU's caches. fp32 and bf16
+        # steps took about the same time: precision=auto measures and keeps fp32 unless bf16 is clearly faster.
+        # Times and accuracy: docs/BENCHMARKS.md.
         "default": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "schedule": "onecycle",
                     "warmup": 0.1, "eval_batch_size": 64},
-        # GPU: epochs of as many scenes as training digits (55k). Measured on an H200: 10.9 s per epoch,
-        # 8 epochs 90 s, 98.9 % test accuracy, mAP@0.5 0.996
+        # GPU: epochs of as many scenes as training digits (55k); measured on an H200 (docs/BENCHMARKS.md)
         "long": {"epochs": 8, "batch_size": 256, "lr": 4e-3, "optimizer": "adamw", "schedule": "onecycle",
                  "warmup": 0.1, "scenes_per_epoch": 0, "eval_batch_size": 2000},
     },

@@ -169,8 +169,8 @@ def grid_roi_align(feature: torch.Tensor, rois: torch.Tensor, size: int, stride:
     With one sample per bin, RoIAlign reads the feature map bilinearly at each bin's centre, the box
     at least one cell wide and tall; a point is clamped to the map's edge, or reads 0 beyond one cell
     outside it. grid_sample (border padding, align_corners) does the same reads, and its CPU backward
-    is vectorised and multi-threaded, where torchvision's loops over boxes on one thread: 117 -> 20 ms
-    for a step's 1,024 boxes on 64 channels (2-core AMD EPYC, fp32; docs/BENCHMARKS.md).
+    is vectorised and multi-threaded, where torchvision's loops over boxes on one thread: several times
+    faster for a step's 1,024 boxes on 64 channels (docs/BENCHMARKS.md).
     """
     b, r, _ = rois.shape
     h, w = feature.shape[-2:]

@@ -110,7 +110,7 @@ def pooled_linear(features: torch.Tensor, out: tuple[int, int], linear: nn.Linea
     7 x 7), so the first classifier layer multiplies 36 or 49 copies of each feature. Both maps are linear:
     W (pool x) = (W P) x, with W P of the small map's size, computed once per batch. The same numbers and
     the same gradients (to float rounding; tests/test_transfer_fold.py), a third less work per image for
-    AlexNet at 64 px (fp32 training step of 128: 520 -> 347 ms; eval 960 -> 1,660 images/s, 2-core AMD EPYC).
+    AlexNet at 64 px, and faster training steps and evaluation on the CPU (docs/BENCHMARKS.md).
     """
     _, c, h, w = features.shape
     pool = _pool_matrix(h, w, out, features.device).to(linear.weight.dtype)
@@ -157,8 +157,8 @@ class TransferNet(nn.Module):
 def he_init(net: nn.Module) -> None:
     """Kaiming-normal weights (fan_in, ReLU) and zero biases in every conv and linear layer, the last one
     small. torchvision's AlexNet keeps PyTorch's default init, too small for 8 ReLU layers without
-    normalisation: from scratch (batch 128, lr 1e-3, 104 steps) it reached 48.1 % on the validation split,
-    95.2 % with this init; VGG16 after 50 steps of 32: 65.7 % against 78.8 % (docs/BENCHMARKS.md)."""
+    normalisation: from scratch AlexNet and VGG16 reached a far lower validation accuracy after the same
+    steps than with this init (docs/BENCHMARKS.md)."""
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for m in layers:
         nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -215,7 +215,7 @@ def _spec(bb: Backbone, about: str, recipes: dict[str, dict[str, Any]]) -> Model
 
 # Recipes for a 2-core CPU in fp32 (bf16 only where `precision=auto` measures it faster), from scratch as
 # here (no ImageNet download): dropout 0 trained faster than torchvision's 0.5 on the validation split
-# (AlexNet 265 steps of 64: 96.90 vs 96.18 %; VGG16 170 steps of 32: 92.94 vs 79.38 %). An AlexNet image
+# (AlexNet and VGG16, the same steps; docs/BENCHMARKS.md). An AlexNet image
 # at 64 px costs ~95 M multiply-adds forward, VGG16 at 32 px ~430 M, 38 M and 103 M of them in the first
 # classifier layer, which the avgpool fold (pooled_linear) pays once per batch instead of once per image.
 VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-way head, 32 px input", {
@@ -224,11 +224,10 @@ VGG16_SPEC = _spec(VGG16, "VGG16 (torchvision, ImageNet weights by default), 10-
     "long": {"epochs": 3, "batch_size": 128, "lr": 2e-4, "weight_decay": 0.05, "optimizer": "adamw",
              "schedule": "onecycle", "warmup": 0.1, "augment": "translate", "translate": 2},
 })
-# AlexNet from scratch, batch 128, dropout 0, He init, fp32 (docs/BENCHMARKS.md), validation accuracy of one
-# view, mean of seeds 0/1/2: 1 epoch 98.57 %, 1.4 epochs 98.73 %, 1.5 epochs 98.89 % (2 epochs at batch 256, lr
-# 2e-3: 98.67 %); 1.5 is the most that fits the 5-minute bar with freed memory kept for reuse
-# (device.keep_freed_memory). Test-time shifts: validation 98.74 % mean of 3 seeds against 98.57 % without (1
-# epoch), for ~24 s more of testing (40,000 more forward passes at ~1,660 images/s)
+# AlexNet from scratch, batch 128, dropout 0, He init, fp32: validation accuracy of one view (mean of seeds
+# 0/1/2) grew from 1 to 1.4 to 1.5 epochs, and 2 epochs at batch 256 did not beat it; 1.5 is the most that
+# fits the CPU bar with freed memory kept for reuse (device.keep_freed_memory). Test-time shifts raised
+# validation accuracy (3 seeds) for four more forward passes per test image. Figures: docs/BENCHMARKS.md.
 ALEXNET_SPEC = _spec(ALEXNET, "AlexNet (torchvision, ImageNet weights by default), 10-way head, 64 px input", {
     "default": {"epochs": 1.5, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw",
                 "schedule": "onecycle", "warmup": 0.2, "augment": "none", "dropout": 0.0, "tta": "shift"},

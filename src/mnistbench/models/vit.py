@@ -12,8 +12,8 @@ from .spec import ModelSpec
 
 IMAGE_SIZE = 28
 PATCH_SIZES = (4, 7)  # the divisors of 28 that give a useful sequence: 49 or 16 tokens
-# auto: the plain path on CPU, where it measured faster for these short sequences (default ViT, fp32, 2-core
-# AMD EPYC, training step of 256: 78-95 against 98-132 ms; docs/BENCHMARKS.md), SDPA on other devices
+# auto: the plain path on CPU, where it measured faster for these short sequences (default ViT, fp32, training
+# step of 256; docs/BENCHMARKS.md), SDPA on other devices
 ATTENTION = ("auto", "sdpa", "plain")
 
 
@@ -127,8 +127,8 @@ def build(*, patch_size: int = 7, dim: int = 96, depth: int = 4, heads: int = 4,
     """A from-scratch ViT for (B, 1, 28, 28) input in [-1, 1], returning (B, 10) logits.
 
     Defaults (patch 7 -> 16 tokens, dim 96, depth 4, 4 heads of 24, MLP ratio 2, no dropout) fit the
-    2-core CPU budget: a step of 256 took ~70 ms in fp32 against ~160 ms for dim 128 / depth 6, so a time
-    budget buys about twice the epochs (an earlier recipe: 20 epochs of it 99.3 %, 12 of the larger 99.1 % test).
+    2-core CPU budget: a step takes about half the time of dim 128 / depth 6, so a time budget buys about
+    twice the epochs, which scored better than the larger net's (docs/BENCHMARKS.md).
     Augmentation and label smoothing regularise enough that dropout stays 0. `attention`: sdpa
     (F.scaled_dot_product_attention), plain (softmax of q kᵀ / √d, then v) or auto (see ATTENTION).
     """
@@ -159,15 +159,13 @@ SPEC = ModelSpec(
     build=build,
     about="from-scratch Vision Transformer: 7x7 patches, CLS token, pre-norm blocks, own attention",
     recipes={
-        # fp32 on a 2-core CPU (docs/BENCHMARKS.md), validation accuracy of one view, mean of seeds 0/1/2: 10
-        # epochs 98.49 %, 11 epochs 98.61 %, 12 epochs 98.79 % (seed 0, 15 epochs: 98.90 % in 389 s with SDPA).
-        # 12 is the most that fits the 5-minute bar with room for this machine's slow minutes since attention
-        # takes the plain path on CPU (250-259 s for the whole command; with SDPA 10 epochs took 280-297 s and
-        # 11 landed over 5 minutes in 5 of 8 commands). Evaluation in batches of 250: 140 against 180 us per
-        # image at 1,000. precision=auto measures both: on this bf16 CPU it chose fp32 while attention took the
-        # SDPA path, bf16 since it takes the plain one (59 against 78 ms per step, the quick study's ViT)
+        # fp32 on a 2-core CPU, validation accuracy of one view (mean of seeds 0/1/2) grew from 10 to 11 to 12
+        # epochs; 12 is the most that fits the CPU bar with room for a busy machine, since attention takes the
+        # plain path on CPU (with SDPA, 11 epochs already overran it). Evaluation in batches of 250: faster per
+        # image than batches of 1,000. precision=auto measures both precisions: on a bf16 CPU the plain path's
+        # bf16 step is the faster one. Figures: docs/BENCHMARKS.md.
         "default": {**_RECIPE, "epochs": 12, "eval_batch_size": 250},
-        # the same recipe for 50 epochs (99.44 / 99.35 % on two seeds, measured with SDPA attention)
+        # the same recipe for 50 epochs (two seeds, with SDPA attention; docs/BENCHMARKS.md)
         "long": {**_RECIPE, "epochs": 50},
         # a small ViT's GPU step is launch-bound: CUDA graphs (reduce-overhead) matter more than FLOPs
         "gpu": {**_RECIPE, "epochs": 30, "compile": True, "compile_mode": "reduce-overhead"},

@@ -20,11 +20,10 @@ import numpy as np
 
 from ..data import images
 from ..errors import UserError
-from ..predict import MIN_SCORE, Predictor, predict_images
+from ..predict import MIN_SCORE, Predictor, predict_images, unique_name
 from ..record import CONFIG, read_summary, status
 from ..study.rows import read_results
 
-MAX_PIXELS = 16_000_000   # a server decodes several images at once: a 16-MP photo fits, a 64-MP one is refused
 MAIN_VIEW = ("classify", "mnist")  # the picture the API returns as `input`, when an MNIST classifier is loaded
 
 
@@ -99,15 +98,6 @@ class Served:
         self.answer(blank, 1.0)
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    out, n = name, 1
-    while out in taken:
-        n += 1
-        out = f"{name}-{n}"
-    taken.add(out)
-    return out
-
-
 def _picture(prepared: Any) -> list[list[float]]:
     """What a model saw as rows of floats in [0, 1] (ink = 1): a uint8 28 x 28 image or a detector canvas."""
     x = prepared[0] if isinstance(prepared, tuple) else prepared.astype(np.float32) / 255.0
@@ -117,20 +107,21 @@ def _picture(prepared: Any) -> list[list[float]]:
 class Models:
     """The served runs, in the order they were named, and the per-request work of POST /api/predict."""
 
-    def __init__(self, served: list[Served], *, max_pixels: int = MAX_PIXELS, min_score: float = MIN_SCORE):
+    def __init__(self, served: list[Served], *, max_pixels: int = images.SERVED_MAX_PIXELS,
+                 min_score: float = MIN_SCORE):
         if not served:
             raise UserError("no run to serve")
         self.served, self.max_pixels, self.min_score = served, max_pixels, min_score
 
     @classmethod
-    def load(cls, paths: Iterable[str | os.PathLike], *, device: str = "auto", max_pixels: int = MAX_PIXELS,
-             min_score: float = MIN_SCORE) -> Models:
+    def load(cls, paths: Iterable[str | os.PathLike], *, device: str = "auto",
+             max_pixels: int = images.SERVED_MAX_PIXELS, min_score: float = MIN_SCORE) -> Models:
         """Load every run named by `paths` (run or study folders) once, weights only, in eval mode."""
         served, names = [], set()
         for folder in run_folders(paths):
             predictor = Predictor.load(folder, device=device)
             accuracy = read_summary(folder).get("test_accuracy") if status(folder) == "finished" else None
-            served.append(Served(_unique(folder.name, names), predictor, accuracy))
+            served.append(Served(unique_name(folder.name, names), predictor, accuracy))
             served[-1].warm_up()
         return cls(served, max_pixels=max_pixels, min_score=min_score)
 

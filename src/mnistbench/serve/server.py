@@ -59,11 +59,12 @@ def serve(paths: Iterable[str | os.PathLike], *, host: str = HOST, port: int = P
         from .app import MAX_BYTES, create_app
     except ImportError as e:
         raise UserError(f"mnistbench serve needs {e.name}: pip install 'mnistbench[serve]'") from None
-    from .models import MAX_PIXELS, Models
+    from ..data.images import SERVED_MAX_PIXELS
+    from .models import Models
 
     sock = listen(host, port)  # before loading: a port in use fails at once
     try:
-        models = Models.load(paths, device=device, max_pixels=max_pixels or MAX_PIXELS, min_score=min_score)
+        models = Models.load(paths, device=device, max_pixels=max_pixels or SERVED_MAX_PIXELS, min_score=min_score)
         app = create_app(models, max_bytes=max_bytes or MAX_BYTES, host=host)
         names = ", ".join(f"{s.predictor.cfg.model} ({s.run})" for s in models.served)
         print(f"mnistbench serve: {names} on {url(sock)}  (Ctrl-C stops)", file=out, flush=True)

@@ -173,8 +173,8 @@ def time_to_99(an: Any, done: Sequence[dict[str, Any]], at: str) -> str:
 
 
 def _tiers(tiers: list[list[dict[str, Any]]]) -> str:
-    """'**cnn** reached 99 % validation accuracy first, after 12.0 s; then vit and alexnet (30.1 and 31.0 s,
-    within one spacing: not ranked)' from groups of models whose times lie within one spacing."""
+    """'**cnn** reached 99 % validation accuracy first, after T1 s; then vit and alexnet (T2 and T3 s, within
+    one spacing: not ranked)' from groups of models whose times lie within one spacing."""
     def times(tier):
         return " and ".join(secs(a["time_to_99"]) for a in tier) + " s"
     head = tiers[0]

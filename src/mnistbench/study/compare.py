@@ -17,7 +17,6 @@ from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
 from .formatting import budget_text, pct
 from .paired import PredictionCache
-from .rows import RESULTS_CSV, RESULTS_JSON, budget_of, failed_row, off_budget, read_row, run_row
 from .plan import (
     Job,
     StudySpec,
@@ -27,6 +26,7 @@ from .plan import (
     rerun_command,
     run_state,
 )
+from .rows import RESULTS_CSV, RESULTS_JSON, budget_of, failed_row, off_budget, read_row, run_row
 
 
 class StudyInterrupted(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, WriteError
+from ..errors import WriteError, first_line
 from ..fsio import write_bytes
 from ..record import ERROR
 from .plan import Job
@@ -33,15 +33,8 @@ Done = Callable[[Job, Outcome], None]
 
 
 def one_line(e: BaseException) -> str:
-    """The reason for a failed row: the exception's first line, its type named unless it is a UserError."""
-    lines = str(e).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    if not isinstance(e, (UserError, WriteError)):
-        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    if len(text) <= MAX_REASON:
-        return text
-    cut = text.rfind(". ", 0, MAX_REASON)  # whole sentences where possible (torch's OOM message runs long)
-    return text[:cut + 1] if cut > 40 else text[:MAX_REASON - 3] + "..."
+    """The reason for a failed row: errors.first_line() at the row's length."""
+    return first_line(e, MAX_REASON)
 
 
 def failed(folder: Path, e: BaseException, trace: str) -> str:

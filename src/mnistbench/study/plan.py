@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import FIELDS, Config, parse_value, resolve
+from ..config import FIELDS, Config, from_dict, parse_value, resolve, result_settings
 from ..errors import UserError
 from ..models import get_spec, list_models
 from ..record import code_identity, read_code_identity, read_config, status
@@ -18,8 +18,6 @@ from .formatting import short
 RUNS = "runs"
 # Set by compare itself, per run; the study's own flags choose them.
 RESERVED = {"model": "--models", "out": "--out", "data_dir": "--data-dir", "device": "--device", "quiet": "--quiet"}
-# Config fields that do not change a result: a finished run with other values still counts as done.
-NOT_DECISIVE = ("out", "quiet", "data_dir", "checkpoint_minutes", "checkpoints", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -50,11 +48,6 @@ class Job:
     cfg: Config
     run_dir: str
     settings: dict[str, Any]  # what the preset and --set chose for this model (for the report)
-
-
-def default_out(preset: str) -> Path:
-    """runs/compare-<preset>: a fixed name, so running the same command again resumes the study."""
-    return Path("runs") / f"compare-{preset}"
 
 
 def user_overrides(models: Sequence[str], overrides: Mapping[str, Any]) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -105,13 +98,12 @@ def check_builds(jobs: Sequence[Job]) -> None:
     bad model option is one clear error before the first run instead of a failed row later."""
     import torch
 
-    from ..models import get_model
+    from ..models import get_model, no_download_options
 
     seen = set()
     for job in jobs:
-        options = dict(job.cfg.model_args)
-        if "pretrained" in options and not options.get("weights"):
-            options["pretrained"] = False  # missing weights are a run's failure (a failed row), not a typo
+        # weights that cannot be fetched are a run's failure (a failed row), not a typo: none are fetched here
+        options = no_download_options(job.model, job.cfg.model_args)
         key = (job.model, json.dumps(options, sort_keys=True, default=str))
         if key not in seen:
             seen.add(key)
@@ -125,9 +117,9 @@ def check_builds(jobs: Sequence[Job]) -> None:
 
 
 def decisive_settings(config: Mapping[str, Any]) -> str:
-    """The config of a run as canonical JSON, without the fields that do not change its result."""
-    d = {k: v for k, v in config.items() if k not in NOT_DECISIVE}
-    return json.dumps(d, sort_keys=True, default=str)
+    """The config of a run as canonical JSON, without the fields that do not change its result
+    (config.RESULT_NEUTRAL: a finished run with other values there still counts as done)."""
+    return json.dumps(result_settings(config), sort_keys=True, default=str)
 
 
 def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str:
@@ -137,7 +129,7 @@ def run_state(folder: Path, cfg: Config, previous: dict[str, Any] | None) -> str
     if found == "none":
         return "fresh"
     try:  # re-resolved: a config written by an older version gains the fields it lacks, at their defaults
-        saved = Config.from_dict(read_config(folder)).to_dict()
+        saved = from_dict(read_config(folder)).to_dict()
     except UserError:
         return "fresh"
     if decisive_settings(saved) != decisive_settings(cfg.to_dict()):

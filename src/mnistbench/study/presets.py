@@ -1,9 +1,10 @@
 """Study presets: per-model config overrides for `mnistbench compare`, in one table to edit."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..config import FIELDS, option_keys
+from ..config import FIELDS, FLAG, by_section, option_keys, resolve_traced
 from ..errors import UserError
 from ..models import get_spec
 
@@ -12,21 +13,22 @@ FALLBACK = "*"  # the entry for models a preset does not name (models registered
 # preset -> model -> overrides. A key a model does not accept is skipped for that model, so a preset
 # stays valid whichever models are registered. `recipe` is skipped where the model lacks that recipe.
 # The quick preset's training budget per model, in seconds of training steps. Sized so that the whole
-# five-model study (with calibration, validation, testing, profiling and the report) finishes in about
-# 10 minutes on a 2-core CPU, with or without native bf16 (docs/BENCHMARKS.md).
+# five-model study (with calibration, validation, testing, profiling and the report) meets the quick study's
+# target on a 2-core CPU, with or without native bf16 (the target and its measurements: docs/BENCHMARKS.md).
 QUICK_BUDGET_S = 60.0
 _QUICK = {"budget_s": QUICK_BUDGET_S, "val_points": 2, "pretrained": False}
 
 # Every preset tests each network alone, on the image as it is: a recipe's test-time augmentation (tta) would
-# give some models five forward passes and others one, and cost the quick study ~50 s on a 2-core CPU
-# (AlexNet's 50,000 test passes); `--set tta=shift` turns it back on for a study.
+# give some models five forward passes and others one, and cost the quick study a large part of its time on a
+# 2-core CPU (AlexNet's 50,000 test passes); `--set tta=shift` turns it back on for a study.
 SINGLE_VIEW = {"tta": "none"}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # An equal training budget for every model, each with its default recipe laid over that budget;
     # transfer models and the detector from scratch (no ImageNet download offline).
-    # VGG16 trains at batch 32 there: in 60 s of fp32 steps from scratch it reached 82.6 % on the validation
-    # split against 27.6 % at its default batch 128 (30 steps); AlexNet's batch 64 and 128 tied (96.1 / 96.0 %)
+    # VGG16 trains at batch 32 there: in the quick budget of fp32 steps from scratch it reached a far higher
+    # validation accuracy than at its default batch 128, which gets few steps; AlexNet's batch 64 and 128
+    # tied (docs/BENCHMARKS.md)
     "quick": {
         FALLBACK: _QUICK,
         "vgg16": {**_QUICK, "batch_size": 32},
@@ -64,21 +66,67 @@ def names() -> list[str]:
 
 def preset_overrides(preset: str, model: str) -> dict[str, Any]:
     """The overrides `preset` gives `model`, keeping only keys the model accepts."""
+    return split(model, wanted(preset, model))[0]
+
+
+def wanted(preset: str, model: str) -> dict[str, Any]:
+    """Everything `preset` asks of `model`, whether the model takes it or not."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     table = PRESETS[preset]
-    wanted = table.get(model, table.get(FALLBACK, {}))
-    return accepted(model, {**SINGLE_VIEW, **wanted})
+    return {**SINGLE_VIEW, **table.get(model, table.get(FALLBACK, {}))}
 
 
 def accepted(model: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The part of `overrides` that `model` accepts: config fields, its builder options, its recipes."""
+    return split(model, overrides)[0]
+
+
+def split(model: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the overrides `model` accepts, the ones it does not take). `recipe` may be a recipe or a tuple of
+    recipes in order of preference: the first the model has is used; none of them is a dropped key."""
     spec = get_spec(model)
     keys = set(FIELDS).union(*option_keys(model))
     out = {k: v for k, v in overrides.items() if k in keys and k != "recipe"}
-    wanted = overrides.get("recipe", ())
-    # a recipe, or a tuple of recipes in order of preference: the first the model has is used
-    recipe = next((r for r in ((wanted,) if isinstance(wanted, str) else wanted) if r in spec.recipes), None)
-    if recipe:
-        out["recipe"] = recipe
-    return out
+    dropped = {k: v for k, v in overrides.items() if k not in keys and k != "recipe"}
+    if "recipe" in overrides:
+        wanted_recipe = overrides["recipe"]
+        choices = (wanted_recipe,) if isinstance(wanted_recipe, str) else wanted_recipe
+        recipe = next((r for r in choices if r in spec.recipes), None)
+        if recipe:
+            out["recipe"] = recipe
+        else:
+            dropped["recipe"] = wanted_recipe
+    return out, dropped
+
+
+def explain(preset: str | None, flags: Mapping[str, Any]) -> list[str]:
+    """The resolved config under `preset` (None: as `train` runs it) and the user's `flags` (--model and --set),
+    as text lines: each section's values with their source (default, recipe NAME, preset NAME, flag), then the
+    preset's keys this model does not take."""
+    model = str(flags.get("model", FIELDS["model"].default))
+    layers, dropped = [], {}
+    if preset is not None:
+        given, dropped = split(model, wanted(preset, model))
+        layers.append((f"preset {preset}", given))
+    cfg, sources = resolve_traced([*layers, (FLAG, flags)])
+    lines = [f"{cfg.model}, recipe {cfg.recipe}" + (f", preset {preset}" if preset else "")
+             + "  (each value's source: default < recipe < preset < flag)"]
+    for title, rows in by_section(cfg, sources):
+        lines += ["", title] + [f"  {k:20s} {_shown(v):24s} {source}" for k, v, source in rows]
+        if not rows:
+            lines.append("  (none)")
+    if preset is not None:
+        told = ", ".join(f"{k}={_shown(v)}" for k, v in dropped.items()) or "none"
+        lines += ["", f"preset {preset} keys {cfg.model} does not take (left out): {told}"]
+    return lines
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value or '""'
+    if isinstance(value, tuple):
+        return " or ".join(map(_shown, value))
+    return repr(value)

@@ -38,7 +38,8 @@ def rebuild(study: str | Path) -> Analysis:
     for r in old:
         if r["status"] == "ok" and status(study / r["run_dir"]) != "finished":
             r = failed_row(r["model"], r["seed"], preset=r["preset"], run_dir=r["run_dir"],
-                           budget=(r["budget"], r["budget_unit"]), error=f"{r['run_dir']} no longer holds a finished run")
+                           budget=(r["budget"], r["budget_unit"]),
+                           error=f"{r['run_dir']} no longer holds a finished run")
         elif r["status"] == "ok":
             r = read_row(study, r["run_dir"], preset=r["preset"])
         rows.append(r)

@@ -20,13 +20,13 @@ from typing import Any
 def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     """Train one run in this process: {"summary": ...} when it finished, {"error": the one-line reason} when it
     failed (error.txt written), {"interrupted": exit status} when a signal stopped it after a checkpoint."""
-    from ..config import Config
+    from ..config import from_dict
     from ..engine import Interrupted
     from ..run import train
     from .outcome import failed
 
     try:
-        cfg = Config.from_dict(config)
+        cfg = from_dict(config)
         return {"summary": train(cfg, resume_from=folder if resume else None)}
     except Interrupted as e:
         return {"interrupted": e.code}

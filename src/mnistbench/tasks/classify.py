@@ -27,8 +27,8 @@ from ..metrics import classification_report, misclassified
 from ..profile import flops_per_image, latency_ms
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..record import RunRecord
+    from ..schema import Config
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from ..profile import median_seconds
 from ..record import DETECTIONS
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..record import RunRecord
+    from ..schema import Config
 
 TRAIN_STREAM, VAL_STREAM = 1, 2
 TEST_SEED = 2026  # independent of the run seed: test scenes are the same for every run
