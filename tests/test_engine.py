@@ -88,3 +88,33 @@ def test_adamw_takes_the_configured_betas():
     assert make_optimizer(net, resolve({"model": "cnn"})).param_groups[0]["betas"] == (0.7, 0.9)  # its recipe
     assert make_optimizer(net, resolve({"model": "vit"})).param_groups[0]["betas"] == (0.9, 0.999)  # torch's
     assert make_optimizer(net, resolve({"model": "cnn", "beta1": "0.8"})).param_groups[0]["betas"] == (0.8, 0.9)
+
+
+@pytest.mark.parametrize("subset_winner", [0, 1])  # the first or the last checkpoint leads on the subset
+def test_a_validation_subset_while_training_and_a_choice_decided_on_the_whole_split(tmp_path, data_dir, monkeypatch,
+                                                                                 subset_winner):
+    from mnistbench.tasks.classify import ClassifyTask
+
+    real, calls = ClassifyTask.validate, []
+
+    def rigged(self, model, whole=False):
+        out = real(self, model, whole)
+        if not whole:  # the subset's verdict is forced: checkpoint `subset_winner` leads
+            out["val_accuracy"] = 0.9 if len(calls) == subset_winner else 0.5
+        calls.append((whole, out["val_images"]))
+        return out
+
+    monkeypatch.setattr(ClassifyTask, "validate", rigged)
+    cfg = resolve({**TINY, "epochs": 2, "width": 8, "val_subset": 100, "data_dir": str(data_dir),
+                   "out": str(tmp_path / "r")})
+    s = train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    select = [r for r in records if r["kind"] == "select"]
+    assert [r["val_images"] for r in records if r["kind"] == "val"] == [100, 100]
+    if subset_winner == 1:  # the last checkpoint leads: nothing to choose, the whole split is never scored
+        assert select == [] and calls == [(False, 100), (False, 100)] and s["best_step"] == 16
+        return
+    assert calls[2:] == [(True, TINY["val_size"])] * 2  # both candidates, on all 256 validation images
+    (first, first_acc), (last, last_acc) = ((int(k), v) for k, v in select[0]["candidates"].items())
+    assert (first, last) == (8, 16) and select[0]["kept_step"] == (first if first_acc > last_acc else last)
+    assert s["best_step"] == select[0]["kept_step"] and s["best_val_accuracy"] == max(first_acc, last_acc)

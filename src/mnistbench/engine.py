@@ -32,7 +32,7 @@ class Task(Protocol):
 
     def loss(self, net: nn.Module, batch: Any, step: int) -> torch.Tensor: ...  # scalar, under autocast
 
-    def validate(self, model: nn.Module) -> dict[str, float]: ...  # at least val_loss, val_accuracy
+    def validate(self, model: nn.Module, whole: bool = False) -> dict[str, float]: ...  # val_loss, val_accuracy
 
 
 class Trainer:
@@ -102,6 +102,8 @@ class Trainer:
         with Signals() as sig:
             while st.global_step < self.plan.total_steps and not st.stopped_early:
                 self._train_epoch(sig)
+        if self.cfg.val_subset and self.group.main:
+            self._select_on_the_whole_split()
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         if self.group.main and (self.best_weights is None or self._best_dirty):  # else the last checkpoint wrote it
@@ -193,6 +195,26 @@ class Trainer:
             plan = None
         self.plan = self.group.broadcast(plan)
         self.run.log({"kind": "replan", **self.plan.replans[-1]})
+
+    def _select_on_the_whole_split(self) -> None:
+        """With val_subset, an earlier checkpoint that beat the last one on the subset is kept only if it also
+        beats it on the whole validation split (both scored there, logged as a "select" record)."""
+        st = self.state
+        if self.best_weights is None or st.best_step == st.global_step:
+            return
+        last = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        scores = {}
+        for step, weights in ((st.best_step, self.best_weights), (st.global_step, last)):
+            self.model.load_state_dict(weights)
+            scores[step] = self.task.validate(self.model, whole=True)["val_accuracy"]
+        keep = st.best_step if scores[st.best_step] > scores[st.global_step] else st.global_step
+        self.run.log({"kind": "select", "split": "whole", "candidates": {str(k): v for k, v in scores.items()},
+                      "kept_step": keep})
+        if keep == st.global_step:
+            self.best_weights, self._best_dirty = last, True
+            st.best_step, st.best_epoch = keep, round(keep / self.task.steps_per_epoch, 4)
+        st.best_val_accuracy = scores[keep]
+        self.model.load_state_dict(last)
 
     def _check_finite(self, mean: float) -> None:
         if not math.isfinite(mean):

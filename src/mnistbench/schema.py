@@ -72,6 +72,9 @@ class Config:
     deterministic: bool = _in(PRECISION, False)    # torch.use_deterministic_algorithms; exact resume on CPU
     eval_batch_size: int = _in(EVALUATION, 1000)
     val_points: int = _in(EVALUATION, 4)           # budgeted runs: validations at this many evenly spaced steps
+    val_subset: int = _in(EVALUATION, 0)           # > 0: validate while training on a fixed seeded subset of this
+                                                   #   many validation images; choosing an earlier checkpoint over
+                                                   #   the last is then decided on the whole split (0 = whole)
     test_limit: int = _in(EVALUATION, 0)           # score on a fixed random sample of N test images (0 = all)
     tta: str = _in(EVALUATION, "none")             # test-time augmentation of classifiers' test and predict (not
                                                    #   of validation): shift = mean softmax of the image and its

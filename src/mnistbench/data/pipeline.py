@@ -37,6 +37,13 @@ def epoch_order(n: int, *, seed: int, epoch: int, device) -> torch.Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
+def subset(n: int, k: int, *, seed: int) -> torch.Tensor:
+    """A fixed subset of k of n indices (all n when k is 0 or at least n), drawn from (seed) alone."""
+    if not k or k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 7)).narrow(0, 0, k).sort()[0]
+
+
 def batch_indices(order: torch.Tensor, batch_size: int, *, start: int = 0,
                   drop_last: bool = True) -> Iterator[torch.Tensor]:
     """Index tensors of consecutive batches of `order`, from batch number `start` on."""

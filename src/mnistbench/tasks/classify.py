@@ -21,6 +21,7 @@ from ..data.pipeline import (
     normalize,
     shifted,
     steps_per_epoch,
+    subset,
 )
 from ..device import Runtime
 from ..metrics import classification_report, misclassified
@@ -54,6 +55,7 @@ class ClassifyTask:
         self.n = len(splits.train_x)
         self.steps_per_epoch = steps_per_epoch(self.n, cfg.batch_size)
         self.generator = torch.Generator(device=rt.device)
+        self.val_subset = subset(len(splits.val_x), cfg.val_subset, seed=cfg.seed).to(rt.device)
 
     def batches(self, epoch: int, start: int) -> Iterator[torch.Tensor]:
         order = epoch_order(self.n, seed=self.cfg.seed, epoch=epoch, device=self.rt.device)
@@ -86,13 +88,16 @@ class ClassifyTask:
         logits = net(self.inputs(idx, step, rows))
         return F.cross_entropy(logits.float(), self.splits.train_y[idx[rows]], label_smoothing=self.cfg.label_smoothing)
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        """Single-view validation metrics (no test-time augmentation: it would multiply the cost of every
-        validation; whether a recipe uses it was itself chosen on this split, docs/BENCHMARKS.md)."""
-        logits = predict(model, self.splits.val_x, rt=self.rt, batch_size=self.cfg.eval_batch_size)
-        y = self.splits.val_y
+    def validate(self, model: nn.Module, whole: bool = False) -> dict[str, float]:
+        """Single-view validation metrics on the val_subset images, or the whole split (no test-time
+        augmentation: it would multiply the cost of every validation; whether a recipe uses it was itself
+        chosen on this split, docs/BENCHMARKS.md)."""
+        x, y = self.splits.val_x, self.splits.val_y
+        if not whole:
+            x, y = x[self.val_subset], y[self.val_subset]
+        logits = predict(model, x, rt=self.rt, batch_size=self.cfg.eval_batch_size)
         return {"val_loss": F.cross_entropy(logits, y).item(),
-                "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
+                "val_accuracy": (logits.argmax(1) == y).float().mean().item(), "val_images": len(y)}
 
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
         """Test metrics, FLOPs per image, large-batch throughput (the test pass itself, timed) and, when

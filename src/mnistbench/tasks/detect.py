@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import plots
 from ..data.datasets import Splits
-from ..data.pipeline import steps_per_epoch
+from ..data.pipeline import steps_per_epoch, subset
 from ..data.scenes import DIGIT, Scenes, centered, digit_pool, make_scenes, scene_seed
 from ..device import Runtime
 from ..errors import UserError
@@ -81,6 +81,7 @@ class DetectTask:
         self.steps_per_epoch = steps_per_epoch(opts.scenes_per_epoch or len(splits.train_x), cfg.batch_size)
         n = opts.val_digits or len(splits.val_x)
         self.val_x, self.val_y = splits.val_x[:n], splits.val_y[:n]
+        self.val_subset = subset(n, cfg.val_subset, seed=cfg.seed).to(rt.device)
         self.val_scenes = self.scenes(digit_pool(splits.val_x, splits.val_y), opts.val_scenes,
                                       scene_seed(cfg.seed, VAL_STREAM))
 
@@ -101,13 +102,15 @@ class DetectTask:
         losses = net(scenes.images, padded_targets(scenes))
         return torch.stack([v.float() for v in losses.values()]).sum()
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        """val_accuracy: classification by detection of the first val_digits (0 = all) validation digits;
-        val_loss: the training loss on the validation scenes; val_map_50: mAP at IoU 0.5 on them."""
-        preds = self.classify_digits(model, self.val_x)
+    def validate(self, model: nn.Module, whole: bool = False) -> dict[str, float]:
+        """val_accuracy: classification by detection of the first val_digits (0 = all) validation digits, or of
+        the val_subset of them unless `whole`; val_loss: the training loss on the validation scenes; val_map_50:
+        mAP at IoU 0.5 on them."""
+        x, y = (self.val_x, self.val_y) if whole else (self.val_x[self.val_subset], self.val_y[self.val_subset])
+        preds = self.classify_digits(model, x)
         dets = self.detect(model, self.val_scenes.images)
         return {"val_loss": self.detection_loss(model, self.val_scenes),
-                "val_accuracy": (preds == self.val_y).float().mean().item(),
+                "val_accuracy": (preds == y).float().mean().item(), "val_images": len(y),
                 "val_map_50": detection_metrics(dets, box_lists(self.val_scenes))["map_50"]}
 
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
