@@ -23,7 +23,7 @@ from mnistbench.fsio import write_json
 from mnistbench.serve.app import MAX_BYTES, allowed_hosts, create_app
 from mnistbench.serve.models import MAX_PIXELS, Models
 from mnistbench.serve.server import listen
-from mnistbench.study.results import RESULTS_JSON
+from mnistbench.study.rows import RESULTS_JSON
 
 PNG = {"content-type": "image/png"}
 

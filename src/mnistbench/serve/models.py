@@ -22,7 +22,7 @@ from ..data import images
 from ..errors import UserError
 from ..predict import MIN_SCORE, Predictor, predict_images
 from ..record import CONFIG, read_summary, status
-from ..study.results import read_results
+from ..study.rows import read_results
 
 MAX_PIXELS = 16_000_000   # a server decodes several images at once: a 16-MP photo fits, a 64-MP one is refused
 MAIN_VIEW = ("classify", "mnist")  # the picture the API returns as `input`, when an MNIST classifier is loaded
