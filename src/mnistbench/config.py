@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .data.datasets import get_info
 from .errors import UserError
-from .models import get_spec
+from .models import ModelSpec, get_spec
+from .models.contract import check
 from .tasks import TASKS, option_defaults
 
 # Allowed values of the string fields that are choices.
@@ -28,7 +30,8 @@ CHOICES = {
 class Config:
     """Every setting of a run. Field comments say what a value means."""
 
-    model: str = "cnn"
+    model: str = "cnn"               # a built-in or installed model's name, or a model file: path/to/file.py:NAME
+    model_sha256: str = ""            # a model file's code, by its sha256 (set by resolve; "" for other models)
     dataset: str = "mnist"            # mnist | fashion-mnist
     data_dir: str = ""                # "" = $MNISTBENCH_DATA, else ~/.cache/mnistbench
     out: str = ""                     # run folder; "" = runs/<timestamp>-<model>
@@ -76,6 +79,11 @@ class Config:
     quiet: bool = False
     model_args: Mapping[str, Any] = field(default_factory=dict)  # the model builder's options, all of them
     task_args: Mapping[str, Any] = field(default_factory=dict)   # the options of the model's task, all of them
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's ModelSpec (a model file's: the code this config names by its hash)."""
+        return get_spec(self.model, self.model_sha256)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, JSON-ready."""
@@ -164,11 +172,14 @@ def option_keys(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def resolve(overrides: Mapping[str, Any]) -> Config:
     """Build the frozen Config from user overrides (strings or values), validating every key and value."""
     model = str(overrides.get("model", _DEFAULTS.model))
-    spec = get_spec(model)
+    spec = get_spec(model, str(overrides.get("model_sha256") or ""))
     recipe = str(overrides.get("recipe", _DEFAULTS.recipe))
     if recipe not in spec.recipes:
         raise UserError(f"model {model!r} has no recipe {recipe!r}; it has: {', '.join(spec.recipes)}")
-    arg_defaults, task_defaults = option_keys(model)
+    arg_defaults, task_defaults = spec.arg_defaults(), option_defaults(spec.task)
+    if spec.source != "built-in" and set(arg_defaults) & set(FIELDS):
+        raise UserError(f"{model}: its option(s) {sorted(set(arg_defaults) & set(FIELDS))} have the names of config "
+                        "fields (mnistbench train --help); rename them")
     known = sorted(set(FIELDS) | set(arg_defaults) | set(task_defaults))
     values: dict[str, Any] = {}
     model_args, task_args = dict(arg_defaults), dict(task_defaults)
@@ -181,8 +192,10 @@ def resolve(overrides: Mapping[str, Any]) -> Config:
             elif key in task_defaults:
                 task_args[key] = parse_value(key, raw, task_defaults[key])
             else:
-                raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; "
+                takes = f"{model} takes {sorted(arg_defaults)}; " if spec.source != "built-in" else ""
+                raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; {takes}"
                                 f"see `mnistbench models` and `mnistbench train --help`")
+    values["model_sha256"] = spec.sha256  # the code that was read, whatever was passed in
     cfg = Config(**values, model_args=model_args, task_args=task_args)
     validate(cfg)
     return cfg
@@ -206,14 +219,17 @@ def validate(cfg: Config) -> None:
         raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1={cfg.beta1}, beta2={cfg.beta2}: AdamW's betas must be in [0, 1)")
-    if cfg.tta != "none" and get_spec(cfg.model).task != "classify":
+    spec = cfg.spec
+    if cfg.tta != "none" and spec.task != "classify":
         raise UserError(f"tta={cfg.tta} is for classifiers; {cfg.model} detects digits (use tta=none)")
     if cfg.budget_s and cfg.budget_flops:
         raise UserError(f"budget_s={cfg.budget_s:g} and budget_flops={cfg.budget_flops:g}: give one budget, "
                         "in seconds or in training FLOPs")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
-    TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options
+    TASKS[spec.task].Options(**cfg.task_args)  # the task checks its own options
+    if spec.source != "built-in":  # code from outside the package: built and run once on the meta device
+        check(spec, cfg.model_args, len(get_info(cfg.dataset).classes))
 
 
 def effective_settings(cfg: Config) -> dict[str, Any]:
