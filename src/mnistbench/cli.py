@@ -13,10 +13,16 @@ from .errors import UserError
 EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
 
 
+def _trust_flag(p) -> None:
+    p.add_argument("--trust-code", dest="trust_code", action="store_true", help="run the run folder's copy of its "
+                   "model file (model_source.py) though its hash is not in your list of trusted code; read it first")
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model, evaluate it on the test set, write a run folder",
                        epilog=EPILOG)
-    p.add_argument("--model", help="registered model name (see `mnistbench models`)")
+    p.add_argument("--model", help="registered model name (see `mnistbench models`), or a model file: "
+                   "path/to/file.py:NAME (docs/own-model.md)")
     p.add_argument("--dataset", help="mnist or fashion-mnist")
     p.add_argument("--data-dir", dest="data_dir", help="folder holding mnist/ and fashion-mnist/")
     p.add_argument("--out", help="the run folder (default runs/<timestamp>-<model>)")
@@ -28,6 +34,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config field or model option")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    _trust_flag(p)
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
 
 
@@ -41,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", dest="data_dir", default="")
     p.add_argument("--device", default="auto")
-    sub.add_parser("models", help="list registered models: parameters and default recipes")
+    _trust_flag(p)
+    sub.add_parser("models", help="list the built-in and installed models: parameters, options, default recipes")
     _compare_parsers(sub)
     _predict_parsers(sub)
     _serve_parser(sub)
@@ -63,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .run import resume_config, train
 
     overrides = _overrides(args)
-    cfg = resume_config(args.resume, overrides) if args.resume else resolve(overrides)
+    cfg = resume_config(args.resume, overrides, trust_code=args.trust_code) if args.resume else resolve(overrides)
     try:
         s = train(cfg, resume_from=args.resume)
     except Interrupted as e:
@@ -90,16 +98,21 @@ def epochs_text(epochs: float) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .run import evaluate_run
 
-    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, trust_code=args.trust_code)
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
     print(json.dumps(shown, indent=2))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import get_spec, list_models
 
-    for name, spec in MODELS.items():
+    for name in list_models():
+        try:
+            spec = get_spec(name)
+        except UserError as e:  # an installed model that cannot be loaded: say why, list the others
+            print(f"{name:10s} cannot be loaded: {e}")
+            continue
         try:
             import torch
             with torch.device("meta"):
@@ -108,8 +121,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - listing must not fail on one model
             size = f"params unknown ({type(e).__name__})"
         print(f"{name:10s} {size:>16s}  {spec.about}")
-        print(f"{'':10s} options: {json.dumps(spec.arg_defaults())}")
+        print(f"{'':10s} options: {json.dumps(spec.arg_defaults(), default=str)}")
         print(f"{'':10s} default recipe: {json.dumps(dict(spec.recipes['default']))}")
+        if spec.source != "built-in":
+            print(f"{'':10s} from: {spec.source}")
+    print("A model file: --model path/to/file.py:NAME (docs/own-model.md).")
     return 0
 
 
@@ -122,7 +138,8 @@ def _no_download(spec) -> dict[str, Any]:
 def _compare_parsers(sub) -> None:
     p = sub.add_parser("compare", help="train every model x seed under one preset, then write the study report",
                        epilog="Rerunning the same command resumes: finished runs are skipped, failed ones retried.")
-    p.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    p.add_argument("--models", help="comma-separated model names or model files path/to/file.py:NAME (default: "
+                   "every built-in and installed model)")
     p.add_argument("--preset", default="quick", help="quick (an equal CPU budget per model), standard or notebook")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (mean ± std in the report)")
     p.add_argument("--budget", type=float, help="seconds of training per run, the same for every model")
@@ -209,11 +226,13 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--onnx", dest="onnx_file", metavar="FILE", help="the ONNX file (default RUN_DIR/model.onnx)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _trust_flag(p)
     p = sub.add_parser("export", help="export a classifier run to ONNX and check it against PyTorch")
     p.add_argument("run_dir")
     p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
     p.add_argument("--data-dir", dest="data_dir", default="", help="where the parity check's test images are")
+    _trust_flag(p)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -221,13 +240,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     return run(args.run_dir, args.inputs, topk=args.topk, fmt=args.fmt, save_dir=args.save_dir,
                draw_dir=args.draw_dir, backend=args.backend, onnx_file=args.onnx_file, device=args.device,
-               min_score=args.min_score)
+               min_score=args.min_score, trust_code=args.trust_code)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    print(export_onnx(args.run_dir, out=args.out, data_dir=args.data_dir).describe())
+    print(export_onnx(args.run_dir, out=args.out, data_dir=args.data_dir, trust_code=args.trust_code).describe())
     return 0
 
 
@@ -244,13 +263,14 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-pixels", dest="max_pixels", type=int, default=16_000_000,
                    help="largest image in pixels (default 16 M)")
     p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
+    _trust_flag(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.server import serve
 
     return serve(args.dirs, host=args.host, port=args.port, device=args.device, max_bytes=args.max_bytes,
-                 max_pixels=args.max_pixels, min_score=args.min_score)
+                 max_pixels=args.max_pixels, min_score=args.min_score, trust_code=args.trust_code)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models,

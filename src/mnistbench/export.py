@@ -21,7 +21,6 @@ from .data.pipeline import normalize
 from .device import Runtime
 from .errors import UserError
 from .fsio import write_atomic
-from .models import get_spec
 from .record import ONNX
 from .run import load_run_config, load_trained
 from .tasks.classify import predict as torch_logits
@@ -128,13 +127,13 @@ class Exported:
 
 
 def export_onnx(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None, data_dir: str = "",
-                check_images: int = CHECK_IMAGES) -> Exported:
+                check_images: int = CHECK_IMAGES, trust_code: bool = False) -> Exported:
     """Export a classifier run's model.pt to ONNX (`out`, default <run>/model.onnx) and check it on
     `check_images` real test images; on a parity failure the file is removed and a UserError says by how much."""
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: no such run folder")
-    cfg = load_run_config(run_dir)
-    if get_spec(cfg.model).task != "classify":
+    cfg = load_run_config(run_dir, trust_code=trust_code)
+    if cfg.spec.task != "classify":
         raise UserError(NO_DETECTOR if cfg.model == "frcnn" else f"{cfg.model} runs cannot be exported to ONNX")
     path = Path(out) if out else Path(run_dir) / ONNX
     if not path.parent.is_dir():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,19 @@ from .distributed import Group
 from .engine import Interrupted, TrainState, fit
 from .errors import UserError
 from .metrics import time_to_accuracy
-from .models import get_model, get_spec
+from .models import display_name, files, trust
 from .profile import forward_flops, peak_memory_mb
 from .record import (
     CHECKPOINT,
     CONFUSION,
     CURVES,
     MODEL,
+    MODEL_SOURCE,
     RunRecord,
     SilentRecord,
     default_run_dir,
     read_config,
+    read_model_source,
     read_plan,
 )
 from .tasks import TASKS
@@ -65,12 +68,12 @@ def load_data(cfg: Config, rt: Runtime, data_dir: str = "") -> Splits:
 
 def build_model(cfg: Config, rt: Runtime) -> torch.nn.Module:
     """The registered model with the config's options, on the run's device and in its memory layout."""
-    return rt.prepare(get_model(cfg.model, **cfg.model_args))
+    return rt.prepare(cfg.spec.create(**cfg.model_args))
 
 
 def make_task(cfg: Config, splits: Splits, rt: Runtime):
     """The task object (TASKS by the model's kind) that fit() trains and test() scores."""
-    return TASKS[get_spec(cfg.model).task](splits, cfg, rt)
+    return TASKS[cfg.spec.task](splits, cfg, rt)
 
 
 def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -87,6 +90,7 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
 
 
 def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wall0: float) -> dict[str, Any]:
+    cfg = _shared_config(cfg, group)
     base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
     # data, model and plan first: a missing file or bad option stops the run before any file is written
@@ -96,11 +100,15 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
     plan = group.broadcast(_plan(cfg, model, splits, base, resume, group) if group.main else None)
     rt = runtime_for(plan, base)
     task = group.shard(make_task(cfg, splits, rt))
-    folder = group.broadcast(resume_from or cfg.out or default_run_dir(cfg.model))  # one name on every rank
+    folder = group.broadcast(resume_from or cfg.out or default_run_dir(display_name(cfg.model)))  # one on every rank
     run = (RunRecord if group.main else SilentRecord)(folder, tensorboard=cfg.tensorboard)
     if resume_from and resume is None:
         run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config
-    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict(), machine(rt.device))
+    mf = files.registered(cfg.model_sha256) if cfg.model_sha256 else None
+    if mf:  # the copy first: config.json's presence says the run started
+        run.write_model_source(mf.code)
+    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict(), machine(rt.device),
+                     mf and {"path": mf.path, "name": display_name(cfg.model), "sha256": mf.sha256})
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     try:
@@ -112,7 +120,7 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
         return group.broadcast(None)
     tested = task.test(model, run)
     run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
+    summary = {"model": display_name(cfg.model), "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
     summary.update(_costs(model, rt, group))
     summary["machine"] = machine(rt.device)
@@ -120,6 +128,17 @@ def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wal
     run.write_summary(summary)
     write_figures(run, summary)
     return group.broadcast(summary)
+
+
+def _shared_config(cfg: Config, group: Group) -> Config:
+    """Under torchrun, rank 0's config and model code on every rank: a model file travels as its text."""
+    if not group.active:
+        return cfg
+    code = files.registered(cfg.model_sha256).to_dict() if cfg.model_sha256 and group.main else None
+    cfg, code = group.broadcast((cfg, code) if group.main else None)
+    if code:
+        files.register(files.ModelFile.from_dict(code))
+    return cfg
 
 
 def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -176,14 +195,35 @@ def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
                     f"{title}: test accuracy {100 * summary['test_accuracy']:.2f} %")
 
 
-def load_run_config(run_dir: str | os.PathLike) -> Config:
-    """The Config a run folder was made with."""
-    return Config.from_dict(read_config(run_dir))
+def load_run_config(run_dir: str | os.PathLike, *, trust_code: bool = False) -> Config:
+    """The Config a run folder was made with. A run of a model file imports the run's copy of the file, and only
+    when the copy's hash is in the user's trust list or with `trust_code` (else one UserError)."""
+    saved = read_config(run_dir)
+    if saved.get("model_sha256"):
+        saved = {**saved, "model_sha256": _open_copy(Path(run_dir), trust_code)}
+    return Config.from_dict(saved)
 
 
-def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:
+def _open_copy(run_dir: Path, trust_code: bool) -> str:
+    """Keep the run's copy of its model file for import (if trusted); say so when the original has changed."""
+    origin, code = read_model_source(run_dir)
+    path = str(origin.get("path") or run_dir / MODEL_SOURCE)
+    copy = files.ModelFile.of(path, code)
+    trust.require(copy.sha256, str(run_dir / MODEL_SOURCE), trust_code)
+    mf = files.register(copy)
+    try:
+        now = files.read_file(path).sha256 if Path(path).is_file() else mf.sha256
+    except UserError:
+        now = mf.sha256
+    if now != mf.sha256:
+        print(f"mnistbench: {run_dir} imports its copy of {path} ({MODEL_SOURCE}, sha256 {mf.sha256[:12]}), "
+              f"not that file, whose content has changed (sha256 {now[:12]})", file=sys.stderr)
+    return mf.sha256
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any], *, trust_code: bool = False) -> Config:
     """The saved config with the user's overrides; refused if they change anything but epochs and display."""
-    saved = load_run_config(run_dir)
+    saved = load_run_config(run_dir, trust_code=trust_code)
     merged = resolve({**saved.flat(), **overrides})
     before, after = effective_settings(saved), effective_settings(merged)
     differing = sorted(k for k in before if before[k] != after[k])
@@ -207,7 +247,7 @@ def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.
     options = dict(cfg.model_args)
     options.update({k: v for k, v in (("pretrained", False), ("weights", ""), ("finetune", "full"))
                     if k in options})
-    model = rt.prepare(get_model(cfg.model, **options))
+    model = rt.prepare(cfg.spec.create(**options))
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
@@ -215,9 +255,10 @@ def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.
     return model.eval()
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto") -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto",
+                 trust_code: bool = False) -> dict[str, Any]:
     """Re-evaluate a run's saved model.pt on the test set; returns the test metrics."""
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, trust_code=trust_code)
     rt = runtime(cfg, device, run_dir=run_dir)
     model = load_trained(run_dir, cfg, rt)
     tested = make_task(cfg, load_data(cfg, rt, data_dir), rt).test(model)
