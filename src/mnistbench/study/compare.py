@@ -11,6 +11,7 @@ from typing import Any
 from ..config import FIELDS
 from ..errors import UserError
 from ..fsio import read_json
+from ..models import display_name
 from ..record import code_identity, read_code_identity
 from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
@@ -99,7 +100,7 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
         spec.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the study folder {spec.out} ({e.strerror or e}); choose another with --out")
-    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": list(spec.models),
+    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": [display_name(m) for m in spec.models],
             "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({b for j in jobs if (b := _budget(j)[0])}),
             "budget_unit": next((u for j in jobs if (u := _budget(j)[1])), None),
             "dataset": dataset, "overrides": dict(spec.overrides), "data_dir": spec.data_dir, "device": spec.device,

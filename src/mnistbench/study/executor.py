@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsio import write_bytes
 from ..record import ERROR, read_summary
-from .outcome import Done, Outcome, Started, one_line, prepare
+from .outcome import Done, Outcome, Started, job_config, one_line, prepare
 from .plan import Job
 
 __all__ = ["EXECUTORS", "Outcome", "check_executor", "run_all"]
@@ -68,7 +68,7 @@ def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
     from ..engine import Interrupted
 
     prepare(folder, state)
-    spec = json.dumps({"config": job.cfg.to_dict(), "folder": str(folder), "resume": state == "resume"})
+    spec = json.dumps({"config": job_config(job), "folder": str(folder), "resume": state == "resume"})
     proc = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
                             start_new_session=True)
     received: list[int] = []

@@ -1,8 +1,9 @@
 """One study run in the process it is given.
 
 `python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume"} as JSON on stdin
-and trains. Exit 0: finished (summary.json written); 1: failed (error.txt: the one-line reason, a blank line,
-the traceback); 130 / 143: interrupted after a checkpoint, like `mnistbench train`.
+and trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0: finished
+(summary.json written); 1: failed (error.txt: the one-line reason, a blank line, the traceback); 130 / 143:
+interrupted after a checkpoint, like `mnistbench train`.
 
 attempt() is the same run as a function, for the executors that start the run's process themselves (Ray,
 Slurm) and may start it again after that process was killed: it resumes whatever the folder holds.
@@ -22,11 +23,15 @@ def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     from ..config import Config
     from ..engine import Interrupted
     from ..fsio import write_bytes
+    from ..models import files
     from ..record import ERROR
     from ..run import train
-    from .outcome import one_line
+    from .outcome import CODE, one_line
 
     try:
+        config = dict(config)
+        if config.get(CODE):  # the code the study read, kept under its hash before the config names it
+            files.register(files.ModelFile.from_dict(config.pop(CODE)))
         cfg = Config.from_dict(config)
         return {"summary": train(cfg, resume_from=folder if resume else None)}
     except Interrupted as e:
