@@ -72,10 +72,40 @@ def test_a_jobs_model_code_travels_with_it_not_its_path(tmp_path, data_dir):
     folder = tmp_path / "study" / job.run_dir
     proc = subprocess.run([sys.executable, "-m", "mnistbench.study.worker"], input=json.dumps(
         {"config": config, "folder": str(folder), "resume": False}), capture_output=True, text=True, timeout=300,
+        check=False,
         env={**os.environ, "MNISTBENCH_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert (folder / MODEL_SOURCE).read_text() == TINY_NET
     assert json.loads((folder / "summary.json").read_text())["model"] == "Tiny"
+
+
+def test_a_study_trains_a_model_again_when_its_file_changed(study, data_dir):
+    from mnistbench.study.plan import StudySpec, plan, run_state
+
+    net = study.parent / "tiny.py"
+    spec = StudySpec(("cnn", f"{net}:Tiny"), overrides={**SMALL, "width": 4}, out=study, data_dir=str(data_dir))
+    assert [run_state(study / j.run_dir, j.cfg, None) for j in plan(spec)] == ["done", "done"]
+    original = net.read_text()
+    net.write_text(original + "\n# a later edit\n")
+    try:
+        assert [run_state(study / j.run_dir, j.cfg, None) for j in plan(spec)] == ["done", "fresh"]
+    finally:
+        net.write_text(original)
+
+
+def test_under_torchrun_every_rank_takes_rank_0s_config_and_code(tmp_path, monkeypatch):
+    from mnistbench import run as run_module
+    from mnistbench.distributed import Group
+
+    net = tmp_path / "tiny.py"
+    net.write_text(TINY_NET)
+    mine = resolve({"model": f"{net}:Tiny", "width": 2})
+    sent: list = []
+    monkeypatch.setattr(Group, "broadcast", lambda self, obj: (sent.append(obj), obj)[1] if self.main else sent[-1])
+    assert run_module._shared_config(mine, Group(rank=0, world=2, backend="gloo")) == mine
+    monkeypatch.setattr(files, "_FILES", {})  # rank 1, another process (perhaps another machine): no code yet
+    theirs = run_module._shared_config(resolve({"model": "cnn"}), Group(rank=1, world=2, backend="gloo"))
+    assert theirs == mine and files.registered(mine.model_sha256).code == TINY_NET
 
 
 # --- installed models: the entry-point group mnistbench.models --------------------------------------
@@ -154,7 +184,7 @@ def test_what_cannot_be_kept_by_source_is_one_clear_error():
     with pytest.raises(UserError, match="lambda"):
         ref_of(lambda: Notebooky())
     namespace: dict = {"nn": torch.nn}
-    exec("class Made(nn.Module):\n    def forward(self, x):\n        return x\n", namespace)
+    exec("class Made(nn.Module):\n    def forward(self, x):\n        return x\n", namespace)  # noqa: S102
     namespace["Made"].__module__ = "__main__"
     with pytest.raises(UserError, match="cannot find the source of Made"):
         ref_of(namespace["Made"])
@@ -180,7 +210,7 @@ def test_a_class_of_a_scripts_main_becomes_a_model(tmp_path):
         cfg = resolve({"model": ref_of(Flat)})
         print(cfg.model, cfg.model_args["hidden"], cfg.model_sha256)
         '''))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "MNISTBENCH_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     ref, hidden, sha = proc.stdout.split()

@@ -73,14 +73,14 @@ def _run_once(spec: ModelSpec, options: Mapping[str, Any], device: str) -> Any:
             model = spec.build(**options)
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - the user's code: any exception is theirs to read
+    except Exception as e:  # the user's code: any exception is theirs to read
         raise user_error(e, code_file, f"building {label(spec)}") from e
     if not isinstance(model, nn.Module):
         raise UserError(f"{label(spec)} gave an object of type {type(model).__name__}, not an nn.Module")
     try:
         with torch.device(device), torch.no_grad():
             return model.eval()(torch.zeros(SAMPLE))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # the meta device's limits, or the user's mistake (then told on the CPU)
         if device == "meta":
             return None
         raise user_error(e, code_file, f"running {label(spec)} on a batch of shape {SAMPLE}") from e

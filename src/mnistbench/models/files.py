@@ -143,8 +143,8 @@ def _namespace(mf: ModelFile) -> dict[str, Any]:
         linecache.cache[mf.path] = (len(mf.code), None, mf.code.splitlines(True), mf.path)
         sys.modules[name] = module  # dataclasses and pickling look classes up by their module
         try:
-            exec(compile(mf.code, mf.path, "exec", dont_inherit=True), module.__dict__)
-        except Exception as e:  # noqa: BLE001 - the user's code: any exception is theirs to read
+            exec(compile(mf.code, mf.path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the point
+        except Exception as e:  # the user's code: any exception is theirs to read
             del sys.modules[name]
             raise user_error(e, mf.path, "importing the model file") from e
         _NAMESPACES[mf.sha256, mf.path] = module.__dict__

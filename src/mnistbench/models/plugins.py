@@ -54,7 +54,7 @@ def plugin_spec(name: str) -> ModelSpec | None:
     if name not in _SPECS:
         try:
             obj = ep.load()
-        except Exception as e:  # noqa: BLE001 - the package's code: any exception is its to explain
+        except Exception as e:  # the package's code: any exception is its own to explain
             raise user_error(e, None, f"loading the installed model {name} = {ep.value}") from e
         module = sys.modules.get(getattr(obj, "__module__", ""), None)
         try:

@@ -88,11 +88,10 @@ class Run(Mapping[str, Any]):
 
     def _repr_html_(self) -> str:
         s = self.summary
+        training = f"{s.get('train_seconds') or 0:.1f} s, {s.get('epochs_completed')} epochs, {s.get('precision')}"
         facts = [("model", s["model"]), ("data set", s["dataset"]),
                  ("test accuracy", pct(s["test_accuracy"]) if s.get("test_accuracy") is not None else "–"),
-                 ("training", f"{s.get('train_seconds') or 0:.1f} s, {s.get('epochs_completed')} epochs, "
-                              f"{s.get('precision')}"),
-                 ("parameters", f"{s.get('params'):,}"), ("run folder", str(self.folder))]
+                 ("training", training), ("parameters", f"{s.get('params'):,}"), ("run folder", str(self.folder))]
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
         figures = "".join(f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
                           f'alt="{name}" style="max-width:48%">' for name in (CURVES, CONFUSION)
