@@ -16,7 +16,7 @@ LAYERS = [
     {"metrics", "profile", "plots", "record", "checkpoint"},
     {"tasks"},
     {"config"},
-    {"optim", "budget", "calibrate", "engine", "distributed"},
+    {"optim", "budget", "calibrate", "trainstate", "engine", "distributed", "storage"},
     {"run", "predict", "export"},
     {"study", "serve", "scale"},
     {"cli", "__main__", "__init__"},

@@ -157,6 +157,6 @@ def test_unwritable_output_folder_before_training(tmp_path, data_dir, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     args = ["train", "--data-dir", str(data_dir), "--out", str(blocker / "run"), *RUN]
-    assert main(args) == 2
+    assert main(args) == 74  # EX_IOERR: a folder or file that cannot be written
     err = capsys.readouterr().err
-    assert "cannot write to the output folder" in err and err.count("\n") == 1
+    assert f"cannot write to {blocker / 'run'}: not a directory" in err and err.count("\n") == 1

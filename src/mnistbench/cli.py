@@ -8,14 +8,9 @@ import sys
 import traceback
 from typing import Any
 
-from .errors import UserError
+from .errors import EXIT_IO, EXIT_USER, WRITE_FAULTS, UserError, WriteError, os_error_in
 
 EPILOG = "Any other config field: --set key=value (repeatable). See README.md for every field."
-
-
-def _trust_flag(p) -> None:
-    p.add_argument("--trust-code", dest="trust_code", action="store_true", help="run the run folder's copy of its "
-                   "model file (model_source.py) though its hash is not in your list of trusted code; read it first")
 
 
 def _train_parser(sub) -> None:
@@ -34,7 +29,6 @@ def _train_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config field or model option")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    _trust_flag(p)
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
 
 
@@ -48,11 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", dest="data_dir", default="")
     p.add_argument("--device", default="auto")
-    _trust_flag(p)
     sub.add_parser("models", help="list the built-in and installed models: parameters, options, default recipes")
     _compare_parsers(sub)
     _predict_parsers(sub)
     _serve_parser(sub)
+    for name in ("train", "evaluate", "predict", "export", "serve"):  # the commands that load a run folder
+        sub.choices[name].add_argument("--trust-code", dest="trust_code", action="store_true", help="run the run "
+                                       "folder's copy of its model file (model_source.py) though its hash is not "
+                                       "in your list of trusted code; read it first")
     return parser
 
 
@@ -108,11 +105,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import get_spec, list_models
 
     for name in list_models():
-        try:
-            spec = get_spec(name)
-        except UserError as e:  # an installed model that cannot be loaded: say why, list the others
-            print(f"{name:10s} cannot be loaded: {e}")
-            continue
+        spec = get_spec(name)  # an installed model that cannot be loaded: one line saying why
         try:
             import torch
             with torch.device("meta"):
@@ -170,7 +163,6 @@ def _compare_parsers(sub) -> None:
 
 def _budgets(one: float | None, many: str | None, flag: str, example: str) -> list[float]:
     """The budgets of `--budget X` or `--budgets A,B,C` (or their FLOPs twins, named by `flag`)."""
-    from .errors import UserError
 
     if one is not None and many:
         raise UserError(f"{flag} and {flag}s: give one of them")
@@ -226,13 +218,11 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--onnx", dest="onnx_file", metavar="FILE", help="the ONNX file (default RUN_DIR/model.onnx)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    _trust_flag(p)
     p = sub.add_parser("export", help="export a classifier run to ONNX and check it against PyTorch")
     p.add_argument("run_dir")
     p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
     p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
     p.add_argument("--data-dir", dest="data_dir", default="", help="where the parity check's test images are")
-    _trust_flag(p)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -263,7 +253,6 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-pixels", dest="max_pixels", type=int, default=16_000_000,
                    help="largest image in pixels (default 16 M)")
     p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
-    _trust_flag(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -284,15 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"mnistbench: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permissions, ...: what and where, in one line
-        if args.debug:
-            traceback.print_exc()
-        print(f"mnistbench: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 1
+        return _told(args, str(e), EXIT_USER)
+    except WriteError as e:  # disk full, read-only, permission, quota: which file, what is intact, how to go on
+        return _told(args, e.told(), EXIT_IO)
+    except (OSError, RuntimeError) as e:  # any other I/O failure; torch's writer raises RuntimeError for one
+        cause = os_error_in(e)
+        if cause is None or not (isinstance(e, OSError) or cause.errno in WRITE_FAULTS):
+            raise
+        return _told(args, f"{cause.strerror or cause}: {cause.filename or ''}".rstrip(": "), EXIT_IO)
     except KeyboardInterrupt:
         print("\nmnistbench: interrupted", file=sys.stderr)
         return 130
+
+
+def _told(args: argparse.Namespace, line: str, code: int) -> int:
+    """One line on stderr (and the traceback first with --debug); returns the exit status."""
+    if args.debug:
+        traceback.print_exc()
+    print(f"mnistbench: error: {line}", file=sys.stderr)
+    return code

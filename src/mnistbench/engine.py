@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import torch
@@ -19,9 +16,11 @@ from .budget import Plan
 from .config import Config
 from .device import Runtime
 from .distributed import SOLO, Group
-from .errors import UserError
 from .optim import lr_factor, make_optimizer, set_lr
 from .record import CHECKPOINT, MODEL, RunRecord, versions
+from .trainstate import Interrupted, NonFiniteLoss, Signals, StepClock, TrainState, interactive
+
+__all__ = ["Interrupted", "NonFiniteLoss", "StepClock", "Task", "TrainState", "Trainer", "fit"]
 
 
 class Task(Protocol):
@@ -34,93 +33,6 @@ class Task(Protocol):
     def loss(self, net: nn.Module, batch: Any, step: int) -> torch.Tensor: ...  # scalar, under autocast
 
     def validate(self, model: nn.Module) -> dict[str, float]: ...  # at least val_loss, val_accuracy
-
-
-class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after a checkpoint; `code` is the exit status (130 / 143)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.code = 128 + signum
-
-
-class NonFiniteLoss(UserError):
-    """The training loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint."""
-
-    epoch: int = 0              # epochs completed
-    step_in_epoch: int = 0      # steps done in the current epoch
-    global_step: int = 0
-    train_seconds: float = 0.0  # training steps only (see README: what train_seconds includes)
-    compile_seconds: float = 0.0
-    best_val_accuracy: float = -1.0
-    best_epoch: float = 0.0     # epochs (fractional with a budget) at the best validation
-    best_step: int = 0
-    stopped_early: bool = False
-    history: list = field(default_factory=list)  # one record per validation
-    window_loss: float = 0.0    # loss summed since the last logged step
-    window_steps: int = 0
-    metrics_lines: int = 0      # lines of metrics.jsonl that belong to this state
-
-
-class _Signals:
-    """First SIGINT/SIGTERM: remember it and let the current step finish. Second SIGINT: exit at once."""
-
-    def __enter__(self):
-        self.signum = 0
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum and signum == signal.SIGINT:
-            print("\nsecond interrupt: exiting now without a checkpoint", file=sys.stderr, flush=True)
-            os._exit(130)
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-class StepClock:
-    """Training seconds (TrainState.train_seconds): it runs while training steps run and is stopped around
-    validation and checkpoints; every reading waits for the device's queued work first."""
-
-    def __init__(self, state: TrainState, rt: Runtime):
-        self.state, self.rt, self.since = state, rt, None
-
-    def start(self) -> None:
-        self.since = time.perf_counter()
-
-    def stop(self) -> float:
-        """Add the time since start() to the training seconds; returns their total."""
-        self.rt.sync()
-        if self.since is not None:
-            self.state.train_seconds += time.perf_counter() - self.since
-        self.since = None
-        return self.state.train_seconds
-
-    def lap(self) -> float:
-        """stop() and start() again: the training seconds so far, the clock still running."""
-        total = self.stop()
-        self.start()
-        return total
-
-    def discard(self) -> float:
-        """The seconds since start(), not counted as training (the first compiled step); restarts the clock."""
-        self.rt.sync()
-        spent = time.perf_counter() - self.since
-        self.start()
-        return spent
-
-
-def _interactive() -> bool:
-    """Whether progress bars have a screen to redraw: a terminal, or a Jupyter notebook (tqdm's widget)."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 class Trainer:
@@ -187,7 +99,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> tuple[TrainState, Plan]:
         st = self.state
-        with _Signals() as sig:
+        with Signals() as sig:
             while st.global_step < self.plan.total_steps and not st.stopped_early:
                 self._train_epoch(sig)
         if self.best_weights is not None:
@@ -196,14 +108,14 @@ class Trainer:
             checkpoint.save(self.run.path(MODEL), self.model.state_dict())
         return st, self.plan
 
-    def _train_epoch(self, sig: _Signals) -> None:
+    def _train_epoch(self, sig: Signals) -> None:
         """Steps of the current epoch until its end, the planned total or an early stop: re-plans at the plan's
         re-plan steps, validation (and a checkpoint) at its validation steps, checkpoints every
         checkpoint_minutes and on a signal."""
         cfg, st, task = self.cfg, self.state, self.task
         self.model.train()
         bar = tqdm(total=self._epoch_steps(), initial=st.step_in_epoch, leave=False, dynamic_ncols=True,
-                   disable=cfg.quiet or not self.group.main or not _interactive(),
+                   disable=cfg.quiet or not self.group.main or not interactive(),
                    desc=f"epoch {st.epoch + 1}/{self.epochs}")
         window = torch.tensor(st.window_loss, device=self.rt.device)
         last_ckpt = time.monotonic()
@@ -244,7 +156,7 @@ class Trainer:
         st = self.state
         return min(self.task.steps_per_epoch, self.plan.total_steps - st.global_step + st.step_in_epoch)
 
-    def _agree(self, sig: _Signals, last_ckpt: float, logged: bool) -> tuple[int, bool]:
+    def _agree(self, sig: Signals, last_ckpt: float, logged: bool) -> tuple[int, bool]:
         """(signal to stop at, whether a timed checkpoint is due); under torchrun every rank decides the same at
         the same logged step (distributed.Group.agree)."""
         timed = bool(self.cfg.checkpoint_minutes) and time.monotonic() - last_ckpt > 60 * self.cfg.checkpoint_minutes

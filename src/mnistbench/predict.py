@@ -170,7 +170,7 @@ def run(run_dir: str, inputs: list[str], *, topk: int = 3, fmt: str = "table", s
     if draw_dir and p.kind != "detect":
         raise UserError("--draw draws detected boxes: it needs a detector run (frcnn)")
     for folder in filter(None, (save_dir, draw_dir)):
-        _writable(Path(folder))
+        check_writable(Path(folder))  # before any image: a WriteError (exit 74) naming the folder
     files, failed = gather(inputs, err)
     results, names = [], set()
     for start in range(0, len(files), CHUNK):
@@ -185,13 +185,6 @@ def run(run_dir: str, inputs: list[str], *, topk: int = 3, fmt: str = "table", s
             results += _answer(p, ready, topk, min_score, save_dir, draw_dir, names)
     FORMATS[fmt](results, p, out, topk)
     return 1 if failed else 0
-
-
-def _writable(folder: Path) -> None:
-    try:
-        check_writable(folder)
-    except OSError as e:
-        raise UserError(f"cannot write to {folder} ({e.strerror or e}); choose another folder") from None
 
 
 def predict_images(p: Predictor, prepared: list, files: list[str], *, topk: int = 3,

@@ -7,12 +7,13 @@ import json
 import os
 import platform
 import subprocess
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsio import check_writable, read_json, write_bytes, write_json
+from .fsio import append, check_writable, read_json, write_bytes, write_json, writing
 
 CONFIG = "config.json"          # the resolved config, library versions, device, git commit
 METRICS = "metrics.jsonl"       # one JSON line per logged training step and per validation
@@ -144,11 +145,7 @@ class RunRecord:
 
     def __init__(self, folder: str | os.PathLike, *, tensorboard: bool = False):
         self.folder = Path(folder)
-        try:
-            check_writable(self.folder)
-        except OSError as e:
-            raise UserError(f"cannot write to the output folder {self.folder} ({e.strerror or e}); "
-                            "choose another with --out") from None
+        check_writable(self.folder)
         self.metrics_path = self.folder / METRICS
         for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
@@ -186,12 +183,7 @@ class RunRecord:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line with a single write(2), so a crash never leaves half a line."""
-        line = (json.dumps(record) + "\n").encode()
-        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append(self.metrics_path, (json.dumps(record) + "\n").encode())
         if self.board:
             self.board.log(record)
 
@@ -259,8 +251,14 @@ class _Board:
             raise UserError("tensorboard=true needs the tensorboard package: pip install 'mnistbench[tensorboard]'"
                             ) from None
         self.folder, self.make, self.writer, self.config = folder, SummaryWriter, None, {}
+        self.events = folder / "events.out.tfevents.*"  # what a failed write names
+        _quiet_event_threads()
 
     def log(self, record: dict[str, Any]) -> None:
+        with writing(self.events):
+            self._log(record)
+
+    def _log(self, record: dict[str, Any]) -> None:
         if self.writer is None:
             self.writer = self.make(str(self.folder), purge_step=record["step"])
         kind, step, at = record["kind"], record["step"], record.get("time")
@@ -279,7 +277,23 @@ class _Board:
         hparams.update({k: v for k, v in self.config.get("model_args", {}).items()
                         if isinstance(v, (int, float, str, bool))})
         metrics = {f"final/{k}": summary[k] for k in FINAL_METRICS if isinstance(summary.get(k), (int, float))}
-        if self.writer is None:
-            self.writer = self.make(str(self.folder))
-        self.writer.add_hparams(hparams, metrics, run_name=".")
-        self.writer.close()
+        with writing(self.events):
+            if self.writer is None:
+                self.writer = self.make(str(self.folder))
+            self.writer.add_hparams(hparams, metrics, run_name=".")
+            self.writer.close()
+
+
+def _quiet_event_threads() -> None:
+    """TensorBoard writes events in a thread that re-raises a failed write (disk full), which Python would print
+    as a traceback; the same error reaches the next log() or close(), told there in one line."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_event_threads", False):
+        return
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.quiet_event_threads = True
+    threading.excepthook = hook

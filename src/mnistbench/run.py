@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, distributed, plots
+from . import checkpoint, distributed, plots, storage
 from .budget import Plan, budget_error, train_flops
 from .calibrate import choose_runtime, make_plan, resumed_plan, runtime_for
 from .config import Config, effective_settings, resolve
@@ -19,7 +19,7 @@ from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime, machine
 from .distributed import Group
 from .engine import Interrupted, TrainState, fit
-from .errors import UserError
+from .errors import UserError, WriteError
 from .metrics import time_to_accuracy
 from .models import display_name, files, trust
 from .profile import forward_flops, peak_memory_mb
@@ -86,21 +86,28 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     """
     wall0 = time.perf_counter()
     with distributed.start(cfg.device, cfg.batch_size) as group:
-        return _train(cfg, group, resume_from, wall0)
+        # one name on every rank
+        folder = group.broadcast(resume_from or cfg.out or default_run_dir(display_name(cfg.model)))
+        try:
+            return _train(cfg, group, folder, resume_from, wall0)
+        except WriteError as e:  # disk full, read-only, ...: what of the folder is intact, how to go on
+            raise storage.in_run(e, folder)
 
 
-def _train(cfg: Config, group: Group, resume_from: str | os.PathLike | None, wall0: float) -> dict[str, Any]:
+def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: str | os.PathLike | None,
+           wall0: float) -> dict[str, Any]:
     cfg = _shared_config(cfg, group)
     base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    # data, model and plan first: a missing file or bad option stops the run before any file is written
+    # data and model first: a missing file or bad option stops the run before any file is written
     splits = load_data(cfg, base)
     model = build_model(cfg, base)
+    if group.main:  # the folder is writable and has room for what the run will write, before any work
+        storage.check_run(folder, model, cfg)
     resume = _checkpoint_of(resume_from)
     plan = group.broadcast(_plan(cfg, model, splits, base, resume, group) if group.main else None)
     rt = runtime_for(plan, base)
     task = group.shard(make_task(cfg, splits, rt))
-    folder = group.broadcast(resume_from or cfg.out or default_run_dir(display_name(cfg.model)))  # one on every rank
     run = (RunRecord if group.main else SilentRecord)(folder, tensorboard=cfg.tensorboard)
     if resume_from and resume is None:
         run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config

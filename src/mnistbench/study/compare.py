@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FIELDS
-from ..errors import UserError
-from ..fsio import read_json
+from ..errors import UserError, WriteError
+from ..fsio import check_writable, read_json
 from ..models import display_name
 from ..record import code_identity, read_code_identity
+from ..storage import check_study
 from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
 from .formatting import budget_text, pct
@@ -73,7 +74,12 @@ def compare(models: Sequence[str] | None = None, *, preset: str = "quick", seeds
     jobs = plan(spec)
     check_builds(jobs)
     meta = _open(spec, jobs)
-    return _execute(spec, jobs, meta, log or (lambda msg: None), build_report)
+    try:
+        return _execute(spec, jobs, meta, log or (lambda msg: None), build_report)
+    except WriteError as e:  # the study's own files (results, report): it stops, and the same command goes on
+        e.kept = e.kept or f"the finished runs and the last {RESULTS_JSON} are intact"
+        e.then = e.then or f"go on with: {rerun_command(spec)}   (finished runs are skipped)"
+        raise
 
 
 def _spec(models, preset, seeds, budgets, unit, out, data_dir, device, overrides, quiet, executor, address,
@@ -96,11 +102,9 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
 
     dataset = str(spec.overrides.get("dataset", FIELDS["dataset"].default))
     resolve_files(dataset, spec.data_dir or None)  # missing data: one clear error instead of a failed row per run
-    try:
-        spec.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the study folder {spec.out} ({e.strerror or e}); choose another with --out")
-    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": [display_name(m) for m in spec.models],
+    check_writable(spec.out)
+    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""),
+            "models": [display_name(m) for m in spec.models],
             "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({b for j in jobs if (b := _budget(j)[0])}),
             "budget_unit": next((u for j in jobs if (u := _budget(j)[1])), None),
             "dataset": dataset, "overrides": dict(spec.overrides), "data_dir": spec.data_dir, "device": spec.device,
@@ -125,6 +129,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
             states[folder] = "done" if spec.reuse_finished else "fresh"
             if spec.reuse_finished:
                 meta["reused"].append({"run_dir": folder, **read_code_identity(spec.out / folder)})
+    check_study(spec.out, [(j.cfg, spec.out / j.run_dir) for j in jobs if states[j.run_dir] != "done"])
     rows: dict[str, dict[str, Any]] = {}
     clock = _Clock(sum(s != "done" for s in states.values()))
 

@@ -8,8 +8,10 @@ Interruption (Ctrl-C, SIGTERM) reaches the running run, which checkpoints; then 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,9 +19,8 @@ import traceback
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsio import write_bytes
 from ..record import ERROR, read_summary
-from .outcome import Done, Outcome, Started, job_config, one_line, prepare
+from .outcome import Done, Outcome, Started, failed, job_config, prepare
 from .plan import Job
 
 __all__ = ["EXECUTORS", "Outcome", "check_executor", "run_all"]
@@ -54,23 +55,42 @@ def run_in_this_process(job: Job, folder: Path, state: str) -> Outcome:
     except (Interrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - one model failing must not stop the study
-        reason = one_line(e)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_bytes(folder / ERROR, f"{reason}\n\n{traceback.format_exc()}".encode())
-        return Outcome(None, reason)
+        return Outcome(None, failed(folder, e, traceback.format_exc()))
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
 def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
     """`python -m mnistbench.study.worker` for this run, in its own session: a Ctrl-C or SIGTERM that reaches
-    this process is passed on to the run (once per signal), which checkpoints before it exits."""
+    this process is passed on to the run (once per signal), which checkpoints before it exits. A failed run
+    tells its reason through a pipe too: on a full disk its error.txt cannot be written."""
     from ..engine import Interrupted
 
     prepare(folder, state)
-    spec = json.dumps({"config": job_config(job), "folder": str(folder), "resume": state == "resume"})
-    proc = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
-                            start_new_session=True)
+    said, tell = os.pipe() if os.name == "posix" else (None, None)
+    try:
+        code, received = _run_worker(job, folder, state, tell)
+        reason = _drain(said)
+    finally:
+        if said is not None:
+            os.close(said)
+    if code == 0:
+        return Outcome(read_summary(folder))
+    if received or code in (130, 143):
+        raise Interrupted(received[0] if received else code - 128)
+    return Outcome(None, reason or _reason(folder, code))
+
+
+def _run_worker(job: Job, folder: Path, state: str, tell: int | None) -> tuple[int, list[int]]:
+    """Run the worker to its end, forwarding SIGINT / SIGTERM; (its exit status, the signals received)."""
+    spec = json.dumps({"config": job_config(job), "folder": str(folder), "resume": state == "resume",
+                       "reason_fd": tell})
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
+                                start_new_session=True, pass_fds=(tell,) if tell is not None else ())
+    finally:
+        if tell is not None:
+            os.close(tell)  # the run's process holds its own copy; the reader sees the end when it exits
     received: list[int] = []
 
     def forward(signum, _frame):
@@ -83,12 +103,20 @@ def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    code = proc.returncode
-    if code == 0:
-        return Outcome(read_summary(folder))
-    if received or code in (130, 143):
-        raise Interrupted(received[0] if received else code - 128)
-    return Outcome(None, _reason(folder, code))
+    return proc.returncode, received
+
+
+def _drain(fd: int | None) -> str:
+    """What the run's process, now ended, wrote to the pipe `fd`: its one-line reason, or nothing. Read without
+    waiting: a process it started may still hold the pipe open."""
+    if fd is None:
+        return ""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace").strip()
 
 
 def _reason(folder: Path, code: int) -> str:

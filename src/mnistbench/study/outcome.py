@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, WriteError
+from ..fsio import write_bytes
 from ..models import files
+from ..record import ERROR
 from .plan import Job
 
 MAX_REASON = 200  # characters of a failed row's reason
@@ -36,12 +38,24 @@ def one_line(e: BaseException) -> str:
     """The reason for a failed row: the exception's first line, its type named unless it is a UserError."""
     lines = str(e).strip().splitlines()
     text = lines[0].strip() if lines else ""
-    if not isinstance(e, UserError):
+    if not isinstance(e, (UserError, WriteError)):
         text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     if len(text) <= MAX_REASON:
         return text
     cut = text.rfind(". ", 0, MAX_REASON)  # whole sentences where possible (torch's OOM message runs long)
     return text[:cut + 1] if cut > 40 else text[:MAX_REASON - 3] + "..."
+
+
+def failed(folder: Path, e: BaseException, trace: str) -> str:
+    """The one-line reason of a run that raised `e`; error.txt (the reason, a blank line, the traceback) in its
+    folder where the disk takes it: a full disk must not turn the run's reason into another failure."""
+    reason = one_line(e)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(folder / ERROR, f"{reason}\n\n{trace}".encode())
+    except (OSError, WriteError):
+        pass
+    return reason
 
 
 def prepare(folder: Path, state: str) -> None:

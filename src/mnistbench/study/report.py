@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fsio import write_bytes
+from ..fsio import write_bytes, writing
 from ..record import DETECTIONS, status
 from . import tables
 from .about import about, partial
@@ -70,7 +70,8 @@ def build_report(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]], 
 
 def _write(doc: Doc, study: Path, title: str) -> Path:
     fig_dir = study / FIGURES
-    fig_dir.mkdir(exist_ok=True)
+    with writing(fig_dir, folder=True):
+        fig_dir.mkdir(exist_ok=True)
     for name, data in doc.figures():
         write_bytes(fig_dir / name, data)
     write_bytes(study / REPORT_MD, doc.markdown().encode())

@@ -1,9 +1,10 @@
 """One study run in the process it is given.
 
-`python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume"} as JSON on stdin
-and trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0: finished
-(summary.json written); 1: failed (error.txt: the one-line reason, a blank line, the traceback); 130 / 143:
-interrupted after a checkpoint, like `mnistbench train`.
+`python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume", "reason_fd"} as
+JSON on stdin and trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0:
+finished (summary.json written); 1: failed (error.txt: the one-line reason, a blank line, the traceback, where
+the disk takes it; the reason also goes to the pipe `reason_fd`, when given); 130 / 143: interrupted after a
+checkpoint, like `mnistbench train`.
 
 attempt() is the same run as a function, for the executors that start the run's process themselves (Ray,
 Slurm) and may start it again after that process was killed: it resumes whatever the folder holds.
@@ -22,11 +23,9 @@ def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     failed (error.txt written), {"interrupted": exit status} when a signal stopped it after a checkpoint."""
     from ..config import Config
     from ..engine import Interrupted
-    from ..fsio import write_bytes
     from ..models import files
-    from ..record import ERROR
     from ..run import train
-    from .outcome import CODE, one_line
+    from .outcome import CODE, failed
 
     try:
         config = dict(config)
@@ -39,9 +38,7 @@ def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     except KeyboardInterrupt:  # a forwarded Ctrl-C outside training (loading, testing): nothing to checkpoint
         return {"interrupted": 130}
     except Exception as e:  # noqa: BLE001 - any failure becomes the run's failed row, told in one line
-        folder.mkdir(parents=True, exist_ok=True)
-        write_bytes(folder / ERROR, f"{one_line(e)}\n\n{traceback.format_exc()}".encode())
-        return {"error": one_line(e)}
+        return {"error": failed(folder, e, traceback.format_exc())}
 
 
 def attempt(config: dict[str, Any], folder: str) -> dict[str, Any]:
@@ -58,6 +55,9 @@ def attempt(config: dict[str, Any], folder: str) -> dict[str, Any]:
 def main() -> int:
     spec = json.loads(sys.stdin.read())
     result = run(spec["config"], Path(spec["folder"]), spec["resume"])
+    if "error" in result and spec.get("reason_fd") is not None:  # the reason, even where error.txt could not be written
+        with open(spec["reason_fd"], "w", encoding="utf-8") as f:
+            f.write(result["error"])
     return 0 if "summary" in result else result.get("interrupted", 1)
 
 
