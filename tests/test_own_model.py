@@ -124,6 +124,19 @@ def test_a_broken_model_file_is_one_line_naming_the_file_and_no_run_folder(case,
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
+def test_compare_checks_a_model_file_before_the_study_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "bad.py", BAD["five classes"][1])
+    err = one_line_error(capsys, ["compare", "--models", "cnn,bad.py:Net", "--out", "study"])
+    assert "bad.py:Net returns shape (2, 5)" in err and not (tmp_path / "study").exists()
+    write(tmp_path / "twice.py", TINY_NET)
+    err = one_line_error(capsys, ["compare", "--models", "twice.py:Tiny,tiny.py:Tiny", "--out", "study"])
+    assert "model file tiny.py: no such file" in err
+    write(tmp_path / "tiny.py", TINY_NET)
+    err = one_line_error(capsys, ["compare", "--models", "twice.py:Tiny,tiny.py:Tiny", "--out", "study"])
+    assert "--models names Tiny twice" in err and not (tmp_path / "study").exists()
+
+
 def test_missing_file_and_unknown_option(tmp_path, net_file, capsys):
     err = one_line_error(capsys, ["train", "--model", f"{tmp_path}/nope.py:Net", "--out", str(tmp_path / "r")])
     assert f"model file {tmp_path}/nope.py: no such file" in err

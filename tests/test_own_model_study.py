@@ -60,7 +60,7 @@ def test_the_report_and_the_summaries_never_import_the_model_file(study, tmp_pat
 
 def test_a_jobs_model_code_travels_with_it_not_its_path(tmp_path, data_dir):
     """The worker (as on another machine) trains from the code in its job, with no file at the path."""
-    from mnistbench.study.outcome import job_config
+    from mnistbench.study.outcome import CODE, job_config, remote_args
     from mnistbench.study.plan import StudySpec, plan
 
     net = tmp_path / "tiny.py"
@@ -68,6 +68,7 @@ def test_a_jobs_model_code_travels_with_it_not_its_path(tmp_path, data_dir):
     (job,) = plan(StudySpec((f"{net}:Tiny",), overrides={**SMALL, "width": 2}, out=tmp_path / "study",
                             data_dir=str(data_dir)))
     config = job_config(job)
+    assert remote_args(job, tmp_path)[0][CODE] == config[CODE] == {"path": str(net), "code": TINY_NET}  # Ray, Slurm
     net.unlink()
     folder = tmp_path / "study" / job.run_dir
     proc = subprocess.run([sys.executable, "-m", "mnistbench.study.worker"], input=json.dumps(
