@@ -276,7 +276,12 @@ def test_budgets_train_every_model_at_each_budget_and_draw_accuracy_against_budg
     doc = json.loads((out / "results.json").read_text())
     assert doc["study"]["budgets"] == [1.0, 2.0] and len(doc["study"]["planned"]) == 4
     assert (out / "figures/accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
-    assert "accuracy_vs_budget.png" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "accuracy_vs_budget.png" in md
+    gains = [(t["model_a"], t["budget_a"], t["model_b"], t["budget_b"], t["seed"]) for t in doc["comparisons"]
+             if t["kind"] == "budgets"]  # each model against itself at the next budget, same seed
+    assert gains == [("cnn", 1.0, "cnn", 2.0, 0), ("vit", 1.0, "vit", 2.0, 0)]
+    assert "each step up tested by McNemar" in md and "### Budget gains: each model at the next budget" in md
 
 
 def test_a_flops_budget_gives_every_model_the_same_training_flops(tmp_path, data_dir):

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from mnistbench.cli import main
-from mnistbench.metrics import holm, mcnemar_exact
-from mnistbench.study import figures, paired, tables
+from mnistbench.metrics import holm, mcnemar_exact, t_test_paired
+from mnistbench.study import claims, figures, paired, tables, verdicts
 from mnistbench.study.findings import findings
 from mnistbench.study.results import analyse
-from mnistbench.study.rows import read_results, run_row
+from mnistbench.study.rows import read_results, read_row, run_row
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,8 @@ def test_results_json_pairs_the_models_seed_by_seed_on_their_predictions(study):
         assert r["test_accuracy_low"] <= r["test_accuracy"] <= r["test_accuracy_high"]
         assert r["precision"] in ("bf16", "fp32") and r["budget"] is None and r["images_seen"] > 0
     tests = doc["comparisons"]
-    assert [(t["model_a"], t["model_b"], t["seed"]) for t in tests] == [("cnn", "vit", 0), ("cnn", "vit", 1)]
+    assert [(t["kind"], t["model_a"], t["budget_a"], t["model_b"], t["budget_b"], t["seed"]) for t in tests] == [
+        ("models", "cnn", None, "vit", None, 0), ("models", "cnn", None, "vit", None, 1)]
     for t in tests:
         a, b = (json.loads((study / f"runs/{m}-seed{t['seed']}/predictions.json").read_text()) for m in ("cnn", "vit"))
         assert a["index"] == b["index"] and len(a["index"]) == t["n"] == 256
@@ -91,47 +92,112 @@ def test_results_json_pairs_the_models_seed_by_seed_on_their_predictions(study):
         assert t["b"] == sum(x and not y for x, y in zip(right_a, right_b))
         assert t["c"] == sum(y and not x for x, y in zip(right_a, right_b))
         assert t["p"] == pytest.approx(mcnemar_exact(t["b"], t["c"]))
-        assert t["better"] == (None if t["p_holm"] >= 0.05 else "cnn" if t["b"] > t["c"] else "vit")
+        assert t["better"] == (None if t["p_holm"] >= 0.05 else "a" if t["b"] > t["c"] else "b")
     assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p"] for t in tests]))
+    [v] = doc["verdicts"]  # one pair, over its two seeds; no test across 2 seeds
+    assert (v["model_a"], v["model_b"], v["budget"], v["n"], v["seeds"]) == ("cnn", "vit", None, 256, [0, 1])
+    assert v["wins_a"] + v["wins_b"] + v["ties"] == 2 and v["seed_test_p"] is None
+    assert v["verdict"] == ("a" if v["wins_a"] == 2 else "b" if v["wins_b"] == 2 else
+                            "mixed" if v["wins_a"] and v["wins_b"] else "none")
     md = (study / "report.md").read_text()
     assert len(_tables(_section(md, "Paired comparisons"))[0]) == 2 + 2 and "Holm" in md
 
 
-def _with_predictions(an, wrong_b: dict[int, int]):
-    """The analysis with doctored predictions: cnn right on every test image; vit wrong on the first
-    `wrong_b[seed]` of them and right on the rest."""
+def _with_predictions(an, wrong: dict[tuple[str, int], int]):
+    """The analysis with doctored predictions: each run right on every test image but the first
+    `wrong[(model, seed)]` (default 0)."""
     preds = {}
     for run in an.runs:
         r, real = run["row"], run["predictions"]
-        k = 0 if r["model"] == "cnn" else wrong_b[r["seed"]]
+        k = wrong.get((r["model"], r["seed"]), 0)
         preds[r["run_dir"]] = {"index": real["index"], "target": real["target"],
                                "pred": [(t + 1) % 10 if i < k else t for i, t in enumerate(real["target"])]}
     tests, _ = paired.comparisons(an.rows, preds)
-    return dataclasses.replace(an, comparisons=tests, verdicts=paired.verdicts(tests))
+    return dataclasses.replace(an, comparisons=tests, verdicts=verdicts.verdicts(tests))
 
 
-def test_findings_name_a_winner_only_when_the_corrected_test_does(study):
+def _mirror(v: dict) -> dict:
+    """The same verdict with A and B swapped."""
+    swap = {"a": "b", "b": "a"}
+    out = {**v, **{f"{k}_a": v[f"{k}_b"] for k in ("model", "budget", "wins")},
+           **{f"{k}_b": v[f"{k}_a"] for k in ("model", "budget", "wins")}}
+    out.update(better=[swap.get(x, x) for x in v["better"]], differences=[-d for d in v["differences"]],
+               verdict=swap.get(v["verdict"], v["verdict"]))
+    return out
+
+
+def test_findings_name_a_winner_only_when_every_seed_does_and_a_reversal_as_mixed(study):
     an = analyse(study, *read_results(study))
-    one_image = " ".join(findings(_with_predictions(an, {0: 1, 1: 1})))
+    one_image = _with_predictions(an, {("vit", 0): 1, ("vit", 1): 1})
     # b = 1, c = 0 in each seed: p = 1; no winner from a one-image gap
-    assert "no significant difference between" in one_image and "on these 256 test images (p ≥ 1 in each of 2" \
-           " seeds)" in one_image
-    assert "is more accurate than" not in one_image and "points ahead" not in one_image
-    large = " ".join(findings(_with_predictions(an, {0: 40, 1: 40})))
+    assert [v["verdict"] for v in one_image.verdicts] == ["none"]
+    text = " ".join(findings(one_image))
+    assert "no significant difference between cnn and vit in these runs on these 256 test images (p = 1 in each " \
+           "of 2 seeds)" in text and "is more accurate than" not in text
+    large = _with_predictions(an, {("vit", 0): 40, ("vit", 1): 40})
     # b = 40, c = 0: p = 2 / 2^40, Holm over 2 tests: 4 / 2^40 < 0.001
-    assert "cnn is more accurate than vit (p < 0.001 in each of 2 seeds)" in large
-    mixed = " ".join(findings(_with_predictions(an, {0: 40, 1: 1})))
-    assert "cnn is more accurate than vit in 1 of 2 seeds (p < 0.001), with no significant difference in the " \
-           "other" in mixed
+    assert [(v["wins_a"], v["wins_b"], v["ties"], v["verdict"]) for v in large.verdicts] == [(2, 0, 0, "a")]
+    assert "cnn is more accurate than vit in these runs (p < 0.001 in each of 2 seeds)" in " ".join(findings(large))
+    partial = _with_predictions(an, {("vit", 0): 40, ("vit", 1): 1})
+    assert partial.verdicts[0]["verdict"] == "none"
+    assert "cnn is more accurate than vit in 1 of 2 seeds only (p < 0.001), with no significant difference in " \
+           "the other: no winner" in " ".join(findings(partial))
+    reversal = _with_predictions(an, {("vit", 0): 40, ("cnn", 1): 40})  # cnn wins seed 0, vit seed 1
+    [v] = reversal.verdicts
+    assert (v["wins_a"], v["wins_b"], v["ties"], v["verdict"]) == (1, 1, 0, "mixed")
+    text = " ".join(findings(reversal))
+    assert "cnn is more accurate than vit in 1 seed and vit than cnn in 1 seed: mixed, no winner (p < 0.001 in " \
+           "each of those seeds)" in text and "more accurate than vit in these runs" not in text
+    for case in (one_image, large, partial, reversal):  # the same sentence whichever model is A
+        v = case.verdicts[0]
+        assert claims.relation(_mirror(v)) == claims.relation(v)
 
 
-def test_time_to_99_says_in_how_many_seeds(study):
+def test_a_reversal_in_the_predictions_files_is_mixed_and_a_one_image_gap_none(study, tmp_path):
+    out = _copy(study, tmp_path)
+
+    def edit(run: str, wrong: int) -> None:
+        path = out / "runs" / run / "predictions.json"
+        doc = json.loads(path.read_text())
+        doc["pred"] = [(t + 1) % 10 if i < wrong else t for i, t in enumerate(doc["target"])]
+        path.write_text(json.dumps(doc))
+
+    for run, wrong in (("cnn-seed0", 0), ("vit-seed0", 40), ("cnn-seed1", 40), ("vit-seed1", 0)):
+        edit(run, wrong)  # cnn wins seed 0 (40 images to 0), vit wins seed 1
+    assert main(["report", str(out)]) == 0
+    [v] = json.loads((out / "results.json").read_text())["verdicts"]
+    assert (v["model_a"], v["model_b"], v["wins_a"], v["wins_b"], v["ties"], v["verdict"]) == \
+        ("cnn", "vit", 1, 1, 0, "mixed")
+    md = (out / "report.md").read_text()
+    assert "mixed, no winner" in md and "| cnn vs vit | 1 / 1 / 0 | mixed: no winner |" in md
+    for run, wrong in (("vit-seed0", 1), ("cnn-seed1", 0)):
+        edit(run, wrong)  # now they differ on one image in seed 0 and agree in seed 1
+    assert main(["report", str(out)]) == 0
+    [v] = json.loads((out / "results.json").read_text())["verdicts"]
+    assert (v["wins_a"], v["wins_b"], v["ties"], v["verdict"]) == (0, 0, 2, "none")
+
+
+def test_time_to_99_states_the_spacing_and_does_not_rank_within_it(study):
     an = analyse(study, *read_results(study))
+    for label in ("cnn", "vit"):  # one validation per run (one epoch): the spacing is that validation's time
+        times = [max(json.loads(line)["train_seconds"] for line in (run["folder"] / "metrics.jsonl").open()
+                     if json.loads(line).get("kind") == "val") for run in an.runs if run["row"]["model"] == label]
+        assert an.val_spacing[label] == pytest.approx(max(times))
     aggs = [dict(a) for a in an.aggs]
-    aggs[0].update(time_to_99=12.0, time_to_99_n=1)  # reached in one of its two seeds
-    text = " ".join(findings(dataclasses.replace(an, aggs=aggs)))
-    assert f"**{aggs[0]['model']}** reached 99 % validation accuracy first: after 12.0 s, in 1 of 2 seeds" in text
-    assert tables.accuracy_table(dataclasses.replace(an, aggs=aggs))[1][0][-1] == "12.0 (1/2 seeds)"
+    spacing = {"cnn": 5.0, "vit": 5.0}
+    aggs[0].update(time_to_99=12.0, time_to_99_n=2)
+    aggs[1].update(time_to_99=14.0, time_to_99_n=2)  # 2 s later, within one 5 s spacing: not ranked
+    close = " ".join(findings(dataclasses.replace(an, aggs=aggs, val_spacing=spacing)))
+    assert "**cnn** and **vit** reached 99 % validation accuracy within one validation spacing of each other " \
+           "(12.0 and 14.0 s): too close to rank" in close and "accuracy first" not in close
+    assert "validations every 5.00 s of training at most" in close
+    aggs[1].update(time_to_99=30.0)
+    apart = " ".join(findings(dataclasses.replace(an, aggs=aggs, val_spacing=spacing)))
+    assert "**cnn** reached 99 % validation accuracy first, after 12.0 s of training; then vit (30.0 s)" in apart
+    aggs[1].update(time_to_99_n=1)  # reached in one of its two seeds
+    some = " ".join(findings(dataclasses.replace(an, aggs=aggs, val_spacing=spacing)))
+    assert "in only some seeds: vit (1 of 2, 30.0 s)" in some
+    assert tables.accuracy_table(dataclasses.replace(an, aggs=aggs))[1][1][-1] == "30.0 (1/2 seeds)"
 
 
 def test_a_detector_is_shown_in_its_own_units(study):
@@ -177,27 +243,79 @@ def test_report_of_a_partial_study_names_the_missing_runs(study, tmp_path, capsy
     assert any("| vit | 2 | interrupted |" in line for line in runs)
 
 
-def test_budgets_give_a_budget_column_per_budget_tests_and_the_trade_off_figure(study, tmp_path):
-    out = _copy(study, tmp_path)
+def _restudy(study: Path, tmp_path: Path, plan: list[tuple[str, str, int, float | None]]) -> Path:
+    """A new study folder made of the small study's finished runs, each (source run, new run folder, seed,
+    seconds budget): the run's config says that seed and budget, its summary is written after it (a finished
+    run), and results.json lists the rows and the budgets; nothing is trained."""
+    out = tmp_path / "restudy"
+    (out / "runs").mkdir(parents=True)
+    for src, dst, seed, budget in plan:
+        shutil.copytree(study / "runs" / src, out / "runs" / dst)
+        config, summary = (out / "runs" / dst / name for name in ("config.json", "summary.json"))
+        doc = json.loads(config.read_text())
+        doc["config"].update(seed=seed, budget_s=budget or 0)
+        config.write_text(json.dumps(doc))
+        done = json.loads(summary.read_text())
+        done["budget_error"] = done["train_seconds"] / budget - 1 if budget else None
+        summary.write_text(json.dumps(done))
+    meta, _ = read_results(study)
+    budgets = sorted({b for *_, b in plan if b})
+    meta.update(budgets=budgets, budget_unit="s" if budgets else None, command=None,
+                planned=[{"model": dst.split("-")[0], "seed": seed, "budget": b, "run_dir": f"runs/{dst}"}
+                         for _, dst, seed, b in plan])
+    rows = [read_row(out, f"runs/{dst}", preset="quick") for _, dst, _, _ in plan]
+    (out / "results.json").write_text(json.dumps({"study": meta, "rows": rows}))
+    return out
 
-    def two_budgets(doc):
-        doc["study"]["budgets"], doc["study"]["budget_unit"] = [30, 60], "s"
-        for r in doc["rows"]:  # each run's budget is its config's: seed 0 trained for 30 s, seed 1 for 60 s
-            config = out / r["run_dir"] / "config.json"
-            made, run = config.stat(), json.loads(config.read_text())
-            run["config"]["budget_s"] = 30.0 if r["seed"] == 0 else 60.0
-            config.write_text(json.dumps(run))
-            os.utime(config, ns=(made.st_atime_ns, made.st_mtime_ns))  # still older than its summary
-    _doctor(out, two_budgets)
+
+def test_one_budget_ranks_nothing_by_the_seconds_spent(study, tmp_path):
+    out = _restudy(study, tmp_path, [(f"{m}-seed{k}", f"{m}-seed{k}", k, 60.0) for k in (0, 1) for m in ("cnn", "vit")])
     assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "Each model had 60 s of training on cpu" in md
+    for banned in ("less training", "trains faster", "Pareto front of", "★"):
+        assert banned not in md, banned
+    assert "Every model had the same budget, so nothing is ranked by the training seconds actually spent" in md
+    assert "the spread in seconds is the budget's tolerance, so no front is drawn" in md
+    an = analyse(out, *read_results(out))
+    assert an.front_axis is None and an.dominated == {} and an.front == set()
+
+
+def test_two_budgets_test_each_gain_and_put_the_pareto_front_on_paired_tests(study, tmp_path):
+    # each model at 30 s (its seed-0 run) and 60 s (its seed-1 run, relabelled seed 0): one seed per budget
+    out = _restudy(study, tmp_path, [(f"{m}-seed{k}", f"{m}-b{b}-seed0", 0, float(b))
+                                     for k, b in ((0, 30), (1, 60)) for m in ("cnn", "vit")])
+    assert main(["report", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [(t["kind"], t["model_a"], t["budget_a"], t["model_b"], t["budget_b"], t["budget"])
+            for t in doc["comparisons"]] == [
+        ("models", "cnn", 30.0, "vit", 30.0, 30.0), ("models", "cnn", 60.0, "vit", 60.0, 60.0),
+        ("budgets", "cnn", 30.0, "cnn", 60.0, None), ("budgets", "vit", 30.0, "vit", 60.0, None),
+        ("across", "cnn", 30.0, "vit", 60.0, None), ("across", "vit", 30.0, "cnn", 60.0, None)]
+    tests = doc["comparisons"]
+    assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p"] for t in tests]))  # one family
     md = (out / "report.md").read_text()
     assert "Each model had 30 s and 60 s of training (one set of runs per budget) on cpu" in md
     assert (out / "figures/accuracy_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Accuracy against training budget" in md and "### 30 s of training" in md
+    assert "### Budget gains: each model at the next budget" in md and "| cnn @ 30 s vs cnn @ 60 s | 0 |" in md
     assert _tables(_section(md, "Accuracy"))[0][0].startswith("| model | budget (s) | runs ok |")
-    assert "Accuracy against training budget (mean over seeds): cnn" in md
-    doc = json.loads((out / "results.json").read_text())
-    assert [(t["budget"], t["seed"]) for t in doc["comparisons"]] == [(30.0, 0), (60.0, 1)]
+    for gain in (v for v in doc["verdicts"] if v["kind"] == "budgets"):
+        said = {"b": "a significant gain (p", "a": "a significant loss (p", "none": "not significant (p"}
+        assert f"{gain['model_a']} " in md and said[gain["verdict"]] in md
+    an = analyse(out, *read_results(out))
+    assert an.front_axis == "budget"
+    for label, by in an.dominated.items():  # dominated: at no more budget and significantly more accurate
+        mine = next(a for a in an.aggs if a["label"] == label)
+        for other in by:
+            theirs = next(a for a in an.aggs if a["label"] == other)
+            v = verdicts.between(an.verdicts, (theirs["model"], theirs["budget"]), (mine["model"], mine["budget"]))
+            assert theirs["budget"] <= mine["budget"] and verdicts.winner(v) == (theirs["model"], theirs["budget"])
+    off = [m for m, by in an.dominated.items() if by]
+    assert "On the Pareto front of accuracy against training budget" in md and "less training" not in md
+    assert all(f"{m} (dominated by" in md for m in off) and "vit @ 30 s" in off  # cnn beats vit at 30 s
+    cost = _tables(_section(md, "Cost"))[0]
+    assert {line.split(" | ")[0][2:].removesuffix(" ★") for line in cost[2:] if " ★ |" in line} == an.front
     assert all(len(t[0].split(" | ")) <= 9 for t in _tables(md))
     if CHROMIUM.exists():  # the README's pictures, made by the bench script
         proc = subprocess.run([sys.executable, str(REPO / "bench/report_pictures.py"), str(out), "--out",
@@ -205,6 +323,69 @@ def test_budgets_give_a_budget_column_per_budget_tests_and_the_trade_off_figure(
         assert proc.returncode == 0, proc.stderr
         for name in ("report-top.png", "accuracy-vs-budget.png"):
             assert (tmp_path / "docs" / name).read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_three_seeds_add_a_test_across_seeds_to_every_pair(study, tmp_path):
+    out = _restudy(study, tmp_path, [(f"{m}-seed{k}", f"{m}-seed{seed}", seed, None)
+                                     for seed, k in ((0, 0), (1, 1), (2, 0)) for m in ("cnn", "vit")])
+    assert main(["report", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    [v] = doc["verdicts"]
+    assert v["seeds"] == [0, 1, 2] and v["seed_test_p"] == pytest.approx(t_test_paired(v["differences"]))
+    assert v["seed_test_p_holm"] == pytest.approx(v["seed_test_p"])  # one across-seed test: Holm leaves it
+    assert v["verdict"] == ("a" if v["wins_a"] == 3 and v["seed_test_p_holm"] < 0.05 else "none")
+    md = (out / "report.md").read_text()
+    assert "across seeds (paired t-test p" in md and "| mean A − B (points) |" in md
+    assert "2 / 2^n (0.25 with 3 seeds" in md and "in these runs" not in md
+    # every seed significant but the test across seeds not: no claim about the architectures
+    doubt = {**v, "seed_test_p": 0.2, "seed_test_p_holm": 0.2, "wins_a": 3, "wins_b": 0, "ties": 0,
+             "better": ["a"] * 3, "p_holm": [1e-4] * 3}
+    doubt["verdict"] = verdicts._verdict(doubt)
+    assert doubt["verdict"] == "none" and "but not across seeds (paired t-test p = 0.2): no claim about the " \
+        "architectures" in claims.relation(doubt)
+
+
+def test_the_precision_sentence_says_what_auto_did(study):
+    from mnistbench.study.about import _why_precision
+
+    def runs(precision, source, step_ms=None):
+        return [{"row": {"precision": precision}, "summary": {"precision_source": s, "precision_step_ms": step_ms}}
+                for s in source]
+    slow = {"fp32": 164.4, "bf16": 176.9}
+    assert _why_precision(runs("fp32", ["measured", "cached"], slow)) == (
+        "fp32 for {models} (precision=auto kept fp32: bf16's step was not under 85 % of fp32's (176.9 against "
+        "164.4 ms); measured once on this machine, reused by its other runs)")
+    assert _why_precision(runs("bf16", ["cached"], {"fp32": 15.1, "bf16": 12.0})) == (
+        "bf16 for {models} (precision=auto kept bf16: its step was under 85 % of fp32's (12 against 15.1 ms); "
+        "measured earlier on this machine and cached)")
+    # 13.5 ms is 89 % of 15.1: faster, but not by the margin, so fp32
+    assert "bf16's step was not under 85 % of fp32's (13.5 against 15.1 ms))" in _why_precision(
+        runs("fp32", ["measured"], {"fp32": 15.1, "bf16": 13.5}))
+    assert _why_precision(runs("fp32", ["deterministic"])) == "fp32 for {models} (deterministic=true: fp32, exact " \
+        "and never timed)"
+    assert _why_precision(runs("fp32", ["set"])) == "fp32 for {models} (set explicitly)"
+    md = (study / "report.md").read_text()
+    assert "kept the faster" not in md and "Training precision: fp32 for cnn and vit (" in md
+
+
+def test_a_study_save_reads_each_predictions_file_once(study, tmp_path, monkeypatch):
+    from mnistbench.study.results import save_results
+
+    out = _copy(study, tmp_path)
+    meta, rows = read_results(out)
+    reads = []
+    real = paired.read_predictions
+    monkeypatch.setattr(paired, "read_predictions", lambda folder: reads.append(folder) or real(folder))
+    cache = paired.PredictionCache()
+    for k in range(1, len(rows) + 1):  # as compare saves: after every finished run
+        save_results(out, meta, rows[:k], cache=cache)
+    assert len(reads) == len(rows)
+    assert json.loads((out / "results.json").read_text())["comparisons"] == \
+        json.loads((study / "results.json").read_text())["comparisons"]
+    run = out / rows[0]["run_dir"] / "predictions.json"
+    run.write_text(run.read_text() + " ")  # a changed file is read again
+    save_results(out, meta, rows, cache=cache)
+    assert len(reads) == len(rows) + 1
 
 
 def test_report_html_is_self_contained(study):

@@ -193,7 +193,7 @@ class Runtime:
     @property
     def timing_budget_s(self) -> float:
         """Seconds each inference-speed measurement runs for: short on a CPU, longer where a GPU warms up."""
-        return 0.25 if self.device.type == "cpu" else 1.0
+        return 0.1 if self.device.type == "cpu" else 1.0
 
     def autocast(self):
         """An autocast context for this run's dtype, or a no-op for fp32."""

@@ -1,4 +1,4 @@
-"""Metrics from predictions (torchmetrics): accuracy, macro-F1, per-class, confusion matrix; detection mAP;
+"""Metrics from predictions: accuracy, macro-F1, per-class, confusion matrix; detection mAP (torchmetrics);
 and the exact statistics that compare runs: Wilson intervals, McNemar tests, Holm's correction."""
 from __future__ import annotations
 
@@ -10,33 +10,32 @@ import torch
 
 
 def classification_report(preds: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> dict[str, Any]:
-    """Accuracy (micro), macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true)."""
-    # imported here: torchmetrics takes ~2 s to import, which every CLI start would otherwise pay
-    from torchmetrics.functional.classification import (
-        multiclass_accuracy,
-        multiclass_confusion_matrix,
-        multiclass_f1_score,
-        multiclass_precision,
-        multiclass_recall,
-    )
+    """Accuracy (micro), macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true).
 
-    preds, target = preds.cpu(), target.cpu()
-    kw = {"num_classes": num_classes, "average": None, "zero_division": 0}
-    precision = multiclass_precision(preds, target, **kw)
-    recall = multiclass_recall(preds, target, **kw)
-    f1 = multiclass_f1_score(preds, target, **kw)
-    support = torch.bincount(target, minlength=num_classes)
+    Computed from the confusion matrix with torch alone, by torchmetrics' definitions (a 0/0 precision, recall
+    or F1 is 0; macro-F1 averages the classes that occur in the targets or the predictions); the suite checks
+    them against torchmetrics. Importing torchmetrics costs more than a small run's whole test pass (it loads
+    torchvision and matplotlib), so it is kept for detection mAP, where it does the work.
+    """
+    preds, target = preds.cpu().long(), target.cpu().long()
+    cm = torch.bincount(target * num_classes + preds, minlength=num_classes * num_classes).view(num_classes, -1)
+    tp = cm.diag().double()
+    predicted, support = cm.sum(0).double(), cm.sum(1).double()
+    precision, recall = _ratio(tp, predicted), _ratio(tp, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    seen = (predicted + support) > 0
     return {
-        "accuracy": float(multiclass_accuracy(preds, target, num_classes=num_classes, average="micro")),
-        "macro_f1": float(multiclass_f1_score(preds, target, num_classes=num_classes, average="macro",
-                                              zero_division=0)),
-        "per_class": [
-            {"class": c, "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-             "support": int(support[c])}
-            for c in range(num_classes)
-        ],
-        "confusion_matrix": multiclass_confusion_matrix(preds, target, num_classes=num_classes).tolist(),
+        "accuracy": float(tp.sum() / max(len(target), 1)),
+        "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
+        "per_class": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                       "support": int(support[c])} for c in range(num_classes)],
+        "confusion_matrix": cm.tolist(),
     }
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / b, 0 where b is 0."""
+    return torch.where(b > 0, a / b.clamp(min=1e-300), torch.zeros_like(a))
 
 
 def misclassified(preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None,
@@ -99,12 +98,26 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
 
 
 def binomial_cdf_half(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Bin(n, 1/2), exactly: integer binomial sums, one division at the end."""
+    """P(X <= k) for X ~ Bin(n, 1/2), in O(min(k, n - k)) time, to about 1e-12 relative.
+
+    The terms C(n, i) / 2^n are summed in ratio to the largest one of the tail (each the one after it times
+    (i + 1) / (n - i)), so none overflows and the smallest underflow harmlessly; only the largest is taken
+    from lgamma. Past the middle, the upper tail is summed instead and subtracted from 1.
+    """
     if k < 0:
         return 0.0
     if k >= n:
         return 1.0
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n  # int / int rounds once, even for huge n
+    if 2 * k >= n:
+        return 1.0 - binomial_cdf_half(n - k - 1, n)  # the complement's tail is the short one
+    log_top = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+    terms, term = [], 1.0
+    for i in range(k, -1, -1):  # C(n, i - 1) = C(n, i) · i / (n - i + 1): terms fall away from the middle
+        terms.append(term)
+        term *= i / (n - i + 1)
+        if term == 0.0:
+            break
+    return math.exp(log_top + math.log(math.fsum(terms)))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -114,6 +127,45 @@ def mcnemar_exact(b: int, c: int) -> float:
     a fair coin, so p = min(1, 2 P(X <= min(b, c))) for X ~ Bin(b + c, 1/2); no discordance gives 1.
     """
     return min(1.0, 2 * binomial_cdf_half(min(b, c), b + c)) if b + c else 1.0
+
+
+def t_test_paired(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test that the mean of `differences` is 0 (n - 1 degrees of freedom).
+
+    Exact for normal differences, from Student's t distribution in closed form; 1.0 when all differences are
+    0, and 0.0 when they are equal and not 0 (no spread: any t is exceeded). Needs at least 2 differences.
+    """
+    n = len(differences)
+    if n < 2:
+        raise ValueError("a paired t-test needs at least 2 differences")
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    if sd == 0.0 or sd < 1e-12 * abs(mean):
+        return 1.0 if mean == 0 else 0.0
+    return student_t_two_sided(abs(mean) / (sd / math.sqrt(n)), n - 1)
+
+
+def student_t_two_sided(t: float, df: int) -> float:
+    """P(|T| >= t) for Student's t with `df` (a positive integer) degrees of freedom.
+
+    The finite series of Abramowitz and Stegun 26.7.3 and 26.7.4 in theta = atan(t / sqrt(df)): no special
+    functions, exact up to rounding.
+    """
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2·4/(3·5) cos^4 + ...)), df - 2 terms of cos
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for k in range(3, df - 1, 2):
+            term *= (k - 1) / k * c2
+            total += term
+        inside = 2 / math.pi * (theta + s * math.cos(theta) * total)
+    else:  # even: sin (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ...)
+        term = total = 1.0
+        for k in range(2, df - 1, 2):
+            term *= (k - 1) / k * c2
+            total += term
+        inside = s * total
+    return min(1.0, max(0.0, 1.0 - inside))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

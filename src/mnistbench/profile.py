@@ -30,23 +30,15 @@ def median_seconds(call: Callable[[int], object], rt: Runtime, *, budget_s: floa
 
 
 @torch.no_grad()
-def inference_speed(model: nn.Module, rt: Runtime, *, large_batch: int | None = None) -> dict[str, float]:
-    """Median batch-1 latency (ms per image) and large-batch throughput (images/s) of a classifier.
+def latency_ms(model: nn.Module, rt: Runtime) -> float:
+    """Median batch-1 latency of a classifier in ms, timed for about rt.timing_budget_s (at least 3 calls).
 
-    The large batch is 256 on a CPU (throughput there is flat beyond it, and a VGG16 call of 1,000 images
-    would take seconds) and 1,024 on a GPU; each timing runs for about rt.timing_budget_s.
+    Large-batch throughput needs no timing of its own: the test pass measures it (tasks/classify.py).
     """
     model.eval()
-    large_batch = large_batch or (256 if rt.device.type == "cpu" else 1024)
-
-    def timer(batch: int, min_calls: int) -> float:
-        x = rt.layout(torch.zeros(batch, 1, 28, 28, device=rt.device))
-        with rt.autocast():
-            return median_seconds(lambda _: model(x), rt, budget_s=rt.timing_budget_s, min_calls=min_calls)
-
-    latency, large = timer(1, 3), timer(large_batch, 2)
-    return {"inference_ms_per_image": 1000 * latency, "inference_images_per_second": large_batch / large,
-            "inference_large_batch": large_batch}
+    x = rt.layout(torch.zeros(1, 1, 28, 28, device=rt.device))
+    with rt.autocast():
+        return 1000 * median_seconds(lambda _: model(x), rt, budget_s=rt.timing_budget_s)
 
 
 def flops_per_image(model: nn.Module, device: torch.device) -> int | None:

@@ -1,6 +1,7 @@
 """What a study is, in sentences: preset, seeds, budgets and device, slices, weights, precision, what is missing."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,21 +73,51 @@ def _slices(ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _precision(an: Analysis) -> list[str]:
-    """Which numeric precision each model trained in, and whether `auto` chose it by timing both."""
-    by: dict[str, list[str]] = {}
-    timed = False
+    """Which numeric precision each model trained in, and why: set, the device's rule, or what precision=auto
+    measured (both step times, against the rule that keeps bf16 only under BF16_MARGIN of fp32's step)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
     for run in an.runs:
-        prec = run["row"].get("precision") or run["summary"].get("precision")
-        if prec and run["row"]["model"] not in by.get(prec, []):
-            by.setdefault(prec, []).append(run["row"]["model"])
-        timed = timed or bool(run["summary"].get("precision_step_ms"))
-    if not by:
+        runs.setdefault(run["row"]["model"], []).append(run)
+    said: dict[str, list[str]] = {}
+    for model, mine in runs.items():
+        clause = _why_precision(mine)
+        if clause:
+            said.setdefault(clause, []).append(model)
+    if not said:
         return []
-    text = "Training precision: " + "; ".join(f"{p} for {names(ms)}" for p, ms in sorted(by.items()))
-    if timed:
-        text += " (precision=auto timed fp32 and bf16 steps on this device and kept the faster; each run's "\
-                "times are in the table of all runs)"
-    return [text + "."]
+    return ["Training precision: " + "; ".join(c.replace("{models}", names(ms)) for c, ms in said.items()) + "."]
+
+
+REASONS = {"set": "set explicitly", "cuda": "precision=auto on CUDA: bf16 autocast",
+           "mps": "precision=auto on Apple MPS: fp32", "no native bf16": "precision=auto: this CPU has no native "
+           "bf16, and emulated bf16 is several times slower", "deterministic": "deterministic=true: fp32, exact and "
+           "never timed"}
+
+
+def _why_precision(runs: Sequence[dict[str, Any]]) -> str | None:
+    """'{models}' stands for the models the clause covers: 'fp32 for {models} (set explicitly)', or what auto
+    measured: 'fp32 for {models} (precision=auto kept fp32: bf16's step was not under 85 % of fp32's …)'."""
+    from ..calibrate import BF16_MARGIN
+
+    precs = sorted({p for r in runs if (p := r["row"].get("precision") or r["summary"].get("precision"))})
+    if not precs:
+        return None
+    prec = "/".join(precs)
+    sources = {r["summary"].get("precision_source") or "" for r in runs}
+    timed = next((t for r in runs if isinstance(t := r["summary"].get("precision_step_ms"), dict) and t), None)
+    if timed and timed.get("fp32") and sources <= {"measured", "cached", ""}:
+        bf16, fp32 = timed.get("bf16"), timed["fp32"]
+        under = bf16 is not None and math.isfinite(bf16) and bf16 < BF16_MARGIN * fp32
+        steps = (f"({bf16:.4g} against {fp32:.4g} ms)" if bf16 is not None and math.isfinite(bf16)
+                 else f"(bf16 could not be timed; fp32 {fp32:.4g} ms)")
+        rule = (f"its step was under {100 * BF16_MARGIN:.0f} % of fp32's" if under else
+                f"bf16's step was not under {100 * BF16_MARGIN:.0f} % of fp32's")
+        when = {frozenset({"cached"}): "; measured earlier on this machine and cached",
+                frozenset({"measured", "cached"}): "; measured once on this machine, reused by its other runs"
+                }.get(frozenset(sources - {""}), "")
+        return f"{prec} for {{models}} (precision=auto kept {prec}: {rule} {steps}{when})"
+    reasons = sorted({REASONS[s] for s in sources if s in REASONS})
+    return f"{prec} for {{models}}" + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
 def partial(an: Analysis) -> str | None:

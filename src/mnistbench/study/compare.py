@@ -17,6 +17,7 @@ from ..storage import check_study
 from . import presets, report, results
 from .executor import Outcome, check_executor, run_all
 from .formatting import budget_text, pct
+from .paired import PredictionCache
 from .rows import RESULTS_CSV, RESULTS_JSON, budget_of, failed_row, off_budget, read_row, run_row
 from .plan import (
     Job,
@@ -132,10 +133,11 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
     check_study(spec.out, [(j.cfg, spec.out / j.run_dir) for j in jobs if states[j.run_dir] != "done"])
     rows: dict[str, dict[str, Any]] = {}
     clock = _Clock(sum(s != "done" for s in states.values()))
+    cache = PredictionCache()  # each predictions.json is read once, however often the rows are saved
 
     def save() -> list[dict[str, Any]]:
         ordered = [rows[j.run_dir] for j in jobs if j.run_dir in rows]
-        results.save_results(spec.out, meta, ordered)
+        results.save_results(spec.out, meta, ordered, cache=cache)
         return ordered
 
     def started(job: Job, state: str) -> None:
@@ -164,7 +166,7 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
         raise _interrupted(e, current[-1], save(), spec) from None
     final = save()
     if build_report:
-        path = report.build_report(spec.out, meta, final)
+        path = report.build_report(spec.out, meta, final, cache=cache)
         log(f"compare: {sum(r['status'] == 'ok' for r in final)} of {len(final)} runs finished in "
             f"{_clock(clock.elapsed())}; report: {path}" + _off_budget(final))
     return final

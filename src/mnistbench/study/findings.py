@@ -1,8 +1,8 @@
 """The report's computed sentences: what the study shows (`findings`), read from the Analysis.
 
-A difference in accuracy is called a difference only when the paired test says so (exact McNemar on
-the same test images, Holm-corrected over the study, alpha 0.05); otherwise the sentence says there is
-no significant difference. Nothing here is fixed text about a particular model.
+A difference in accuracy is called a difference only when the paired tests say so (exact McNemar on the same
+test images, Holm-corrected over the study, alpha 0.05; with 3 seeds or more, also a test across seeds): the
+wording is in claims.py. Nothing here is fixed text about a particular model.
 """
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import budget_text, interval, names, p_value, pct, ratio, secs, si
-from .paired import ALPHA, error_overlaps, find
+from . import claims
+from .formatting import budget_text, interval, names, pct, ratio, si
+from .paired import error_overlaps
 from .results import Analysis
 from .rows import class_names
+from .verdicts import SEED_TEST_MIN, find
 
 
 def findings(an: Analysis) -> list[str]:
@@ -24,9 +26,9 @@ def findings(an: Analysis) -> list[str]:
         out = ["No model finished, so there is nothing to compare yet; the failures are listed below."]
     else:
         budget, done = groups[-1]
-        out.append(_time_to_99(an, done, budget))
+        out.append(claims.time_to_99(an, done, _with(an, budget)))
     done = [a for a in an.aggs if a["test_accuracy"] is not None]
-    out += _budget_gains(an) + _pareto(an, done) + _size(done) + _inference(done)
+    out += claims.budget_gains(an) + claims.pareto(an) + _size(done) + _inference(done)
     out += _class_findings(an.reps) + _disagreement_findings(an) + _detector_findings(an)
     out += [f"**{r['model']}** (seed {r['seed']}{_at(an, r.get('budget'))}) failed: {r['error']}"
             for r in an.rows if r["status"] != "ok"]
@@ -67,30 +69,6 @@ def accuracy_text(a: dict[str, Any]) -> str:
     return pct(a["test_accuracy"])
 
 
-def _p(ps: Sequence[float], worst: bool) -> str:
-    """'p = 0.012' for one test; over several seeds the weakest: 'p ≤ 0.012 in each of 3 seeds' (worst=True,
-    for a difference) or 'p ≥ 0.4 in each of 3 seeds' (for no difference)."""
-    if len(ps) == 1:
-        return f"p {p_value(ps[0])}"
-    p = max(ps) if worst else min(ps)
-    bound = "< 0.001" if worst and p < 0.001 else f"{'≤' if worst else '≥'} {p:.2g}"
-    return f"p {bound} in each of {len(ps)} seeds"
-
-
-def relation(v: dict[str, Any], x: str, y: str) -> str:
-    """The verdict of the paired tests of x and y, as a sentence fragment that names both."""
-    tests, wins, ps = len(v["seeds"]), v["wins"], v["p_holm"]
-    for first, second in ((x, y), (y, x)):
-        if wins[first] == tests:
-            return f"{first} is more accurate than {second} ({_p(ps, True)})"
-    if wins[x] or wins[y]:
-        w = x if wins[x] else y
-        sig = [p for p in ps if p < ALPHA]
-        return (f"{w} is more accurate than {y if w == x else x} in {wins[w]} of {tests} seeds (p {p_value(max(sig))}),"
-                f" with no significant difference in the other{'s' if tests - wins[w] > 1 else ''}")
-    return f"no significant difference between {x} and {y} on these {v['n']:,} test images ({_p(ps, False)})"
-
-
 def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) -> list[str]:
     """The most accurate model of a budget, and how it and the others compare in the paired tests."""
     best, at = done[0], _with(an, budget)
@@ -104,83 +82,28 @@ def _accuracy(an: Analysis, budget: float | None, done: list[dict[str, Any]]) ->
                 "not tested and this is not a ranking."]
     n_tests = len(an.comparisons)
     text = (head + f". Paired exact McNemar tests on the same test images (p Holm-corrected over the study's "
-            f"{n_tests} test{'s' * (n_tests > 1)}): " + "; ".join(relation(v, best["model"], a["model"])
-                                                             for a, v in tested))
+            f"{n_tests} test{'s' * (n_tests > 1)}{_across_note(an)}): "
+            + "; ".join(claims.relation(v, an.budget_unit) for _, v in tested))
     untested = [a["model"] for a, v in pairs if not v]
     out = [text + (f"; {names(untested)} not tested (no common test images)" if untested else "") + "."]
     others = [find(an.verdicts, budget, a["model"], b["model"]) for i, a in enumerate(done[1:], 1)
               for b in done[i + 1:]]
     others = [v for v in others if v]
     if others:
-        sig = [relation(v, v["model_a"], v["model_b"]) for v in others if any(v["wins"].values())]
-        same = [f"{v['model_a']} and {v['model_b']}" for v in others if not any(v["wins"].values())]
-        parts = sig + (["no significant difference between " + ", nor between ".join(same)] if same else [])
+        told = [claims.relation(v, an.budget_unit) for v in others if v["wins_a"] or v["wins_b"]]
+        same = [f"{v['model_a']} and {v['model_b']}" for v in others if not (v["wins_a"] or v["wins_b"])]
+        parts = told + (["no significant difference between " + ", nor between ".join(same)] if same else [])
         out.append(_sentence(at, "among the others: " + "; ".join(parts) + "."))
     return out
 
 
-def _time_to_99(an: Analysis, done: Sequence[dict[str, Any]], budget: float | None) -> str:
-    """Who reached 99 % validation accuracy first, and in how many of its seeds."""
-    at = _with(an, budget)
-    reached = sorted((a for a in done if a["time_to_99"] is not None),
-                     key=lambda a: (-a["time_to_99_n"] / a["ok"], a["time_to_99"]))
-    if not reached:
-        best = done[0]
-        return _sentence(at, f"no model reached 99 % validation accuracy; the highest test accuracy is "
-                             f"{pct(best['test_accuracy'])} ({best['model']}).")
-
-    def when(a: dict[str, Any]) -> str:
-        seeds = f", in {a['time_to_99_n']} of {a['ok']} seeds" if a["ok"] > 1 or a["time_to_99_n"] < a["ok"] else ""
-        return f"{secs(a['time_to_99'])} s{seeds}"
-    a = reached[0]
-    text = (f"{at}**{a['model']}** reached 99 % validation accuracy first: after {when(a)} of training "
-            f"(mean over the seeds that reached it; checked at each validation)")
-    if len(reached) > 1:
-        text += "; then " + ", ".join(f"{b['model']} ({when(b)})" for b in reached[1:])
-    never = [a["model"] for a in done if a["time_to_99"] is None]
-    if never:
-        text += f"; {names(never)} never reached it"
-    return text + "."
+def _across_note(an: Analysis) -> str:
+    """How the sentences read across seeds: with fewer than SEED_TEST_MIN seeds they claim these runs only."""
+    seeds = max((len(v["seeds"]) for v in an.verdicts), default=0)
+    return "" if seeds >= SEED_TEST_MIN else "; they cover these trained networks, not another training run"
 
 
-# --- what training time buys ---------------------------------------------------------------------
-def _budget_gains(an: Analysis) -> list[str]:
-    """With several budgets: each model's mean test accuracy at each budget."""
-    if len(an.budgets) < 2:
-        return []
-    parts = []
-    for model in an.models:
-        pts = sorted((a["budget"], a["test_accuracy"]) for a in an.aggs
-                     if a["model"] == model and a["budget"] is not None and a["test_accuracy"] is not None)
-        if len(pts) > 1:
-            steps = " → ".join(f"{pct(acc)} ({budget_text(b, an.budget_unit)})" for b, acc in pts)
-            parts.append(f"{model} {steps}, {100 * (pts[-1][1] - pts[0][1]):+.2f} points")
-    return ["Accuracy against training budget (mean over seeds): " + "; ".join(parts) + "."] if parts else []
-
-
-def _pareto(an: Analysis, done: Sequence[dict[str, Any]]) -> list[str]:
-    """The Pareto front of accuracy against training time, what the cheaper model gives up, and whether the
-    paired test can tell the two apart."""
-    timed = {a["label"]: a for a in done if a["label"] in an.dominated}
-    front = sorted((timed[m] for m in an.front if m in timed), key=lambda a: a["train_seconds"])
-    if len(timed) < 2:
-        return []
-    text = "On the Pareto front of accuracy against training time: " + names(
-        [f"{a['label']} ({secs(a['train_seconds'])} s, {pct(a['test_accuracy'])})" for a in front])
-    for cheap, dear in zip(front, front[1:]):
-        gap = 100 * (dear["test_accuracy"] - cheap["test_accuracy"])
-        text += (f"; {cheap['label']} needs {ratio(dear['train_seconds'] / cheap['train_seconds'])}× less "
-                 f"training than {dear['label']} and trails it by {gap:.2f} points")
-        v = find(an.verdicts, cheap["budget"], cheap["model"], dear["model"]) \
-            if cheap["budget"] == dear["budget"] else None
-        if v:
-            text += f" — {relation(v, dear['model'], cheap['model'])}"
-    off = sorted(m for m, by in an.dominated.items() if by)
-    if off:
-        text += (f". Off the front (another trains faster with at least its mean accuracy): {names(off)}")
-    return [text + "."]
-
-
+# --- sizes and speeds ------------------------------------------------------------------------------
 def _size(done: Sequence[dict[str, Any]]) -> list[str]:
     sized = list({a["model"]: a for a in done if a["params"]}.values())
     if len(sized) < 2:

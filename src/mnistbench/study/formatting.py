@@ -1,6 +1,7 @@
 """Numbers and names as the study report prints them."""
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,25 @@ def pct(x: float) -> str:
 def p_value(p: float) -> str:
     """A p-value as a reader needs it: '< 0.001', '0.012', '0.41', '1'."""
     return "< 0.001" if p < 0.001 else f"= {p:.2g}"
+
+
+def p_at_most(p: float) -> str:
+    """An upper bound on p-values, rounded up so that it holds: '< 0.001', '≤ 0.024', '≤ 1'."""
+    return "< 0.001" if p < 0.001 else f"≤ {_two_digits(p, up=True):.2g}"
+
+
+def p_at_least(p: float) -> str:
+    """A lower bound on p-values, rounded down so that it holds: '≥ 0.41', '= 1' when every one is 1."""
+    return "= 1" if p >= 1 else f"≥ {_two_digits(p, up=False):.2g}"
+
+
+def _two_digits(p: float, *, up: bool) -> float:
+    """p rounded up (or down) to two significant digits."""
+    if p <= 0:
+        return 0.0
+    scale = 10.0 ** (math.floor(math.log10(p)) - 1)
+    digits = p / scale
+    return (math.ceil(digits - 1e-9) if up else math.floor(digits + 1e-9)) * scale
 
 
 def interval(low: float, high: float) -> str:

@@ -1,9 +1,14 @@
-"""Paired tests between the study's models on the same test images: exact McNemar, Holm over the study.
+"""Paired tests on the same test images: exact McNemar between two runs, Holm over the whole study.
 
-Two runs are compared only when they scored the same test images (the same official test-set indices
-in predictions.json) with the same budget (seconds or training FLOPs); with several seeds, seed k of one model is paired with seed
-k of the other (same data split and seed), one test per pair and seed. Holm's correction runs over every
-test of the study, so "significant" holds for the whole table at once.
+Two runs are compared only when they scored the same test images (the same official test-set indices in
+predictions.json), seed k of one against seed k of the other (same data split and seed). A point is a model
+at a budget (seconds or training FLOPs; None for a run trained for epochs). Three kinds of pairs:
+- "models": two models at the same budget (budget_a == budget_b == budget);
+- "budgets": one model at consecutive budgets of the study, the smaller as A (is the gain significant?);
+- "across": two models at different budgets, the smaller budget as A (does one dominate the other on the
+  Pareto front of accuracy against budget?).
+Holm's correction runs over every test of the study, of every kind, so "significant" holds for everything
+the report says at once.
 """
 from __future__ import annotations
 
@@ -12,15 +17,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..metrics import discordant, holm, mcnemar_exact
-from ..record import read_predictions
+import numpy as np
+
+from ..metrics import holm, mcnemar_exact
+from ..record import PREDICTIONS, read_predictions
 
 ALPHA = 0.05  # family-wise error rate of the study's comparisons
+KINDS = ("models", "budgets", "across")
 
 
-def load_predictions(study: Path, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[int]] | None]:
-    """Per finished row's run_dir, its predictions.json (None for a run from before they were written)."""
-    return {r["run_dir"]: read_predictions(Path(study) / r["run_dir"]) for r in rows if r["status"] == "ok"}
+class PredictionCache:
+    """Each run folder's predictions.json, read once: read again only when the file changed (size or time)."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, tuple[tuple[int, int] | None, dict[str, list[int]] | None]] = {}
+
+    def get(self, folder: Path) -> dict[str, list[int]] | None:
+        try:
+            st = (Path(folder) / PREDICTIONS).stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        hit = self._read.get(Path(folder))
+        if hit is None or hit[0] != stamp:
+            hit = self._read[Path(folder)] = (stamp, read_predictions(folder) if stamp else None)
+        return hit[1]
+
+
+def load_predictions(study: Path, rows: Sequence[dict[str, Any]], cache: PredictionCache | None = None
+                     ) -> dict[str, dict[str, list[int]] | None]:
+    """Per finished row's run_dir, its predictions.json (None for a run from before they were written);
+    through `cache` when given, so a study that saves after every run reads each file once."""
+    cache = cache or PredictionCache()
+    return {r["run_dir"]: cache.get(Path(study) / r["run_dir"]) for r in rows if r["status"] == "ok"}
 
 
 def budget_order(budget: float | None) -> tuple[bool, float]:
@@ -28,69 +57,72 @@ def budget_order(budget: float | None) -> tuple[bool, float]:
     return budget is not None, budget or 0.0
 
 
+Point = tuple[str, "float | None"]  # (model, budget)
+
+
 def comparisons(rows: Sequence[dict[str, Any]], predictions: dict[str, dict[str, list[int]] | None]
                 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(tests, pairs left out and why). Each test: budget, model_a, model_b, seed, n (test images), b (A
-    right, B wrong), c (A wrong, B right), accuracy_a/_b on those images, p (exact McNemar), p_holm, and
-    better: the model that is significantly more accurate (Holm p < ALPHA), or None."""
-    groups: dict[float | None, dict[str, dict[int, tuple]]] = {}
+    """(tests, pairs left out and why). Each test: kind, model_a, budget_a, model_b, budget_b, budget (the
+    shared budget of a "models" pair, else None), seed, n (test images), b (A right, B wrong), c (A wrong, B
+    right), accuracy_a/_b on those images, p (exact McNemar), p_holm (over every test), better: "a" or "b"
+    when that side is significantly more accurate (Holm p < ALPHA), else None."""
+    runs: dict[Point, dict[int, tuple]] = {}
     for r in rows:
         pred = predictions.get(r["run_dir"]) if r["status"] == "ok" else None
         if pred:
-            groups.setdefault(r.get("budget"), {}).setdefault(r["model"], {})[r["seed"]] = _by_index(pred)
+            runs.setdefault((r["model"], r.get("budget")), {})[r["seed"]] = _scored(pred)
     tests, skipped = [], []
-    for budget in sorted(groups, key=budget_order):
-        runs = groups[budget]
-        for a, b in itertools.combinations(runs, 2):
-            for seed in sorted(set(runs[a]) & set(runs[b])):
-                test = _test(runs[a][seed], runs[b][seed])
-                if test is None:
-                    at = f", budget {budget:g}" if budget is not None else ""
-                    skipped.append(f"{a} and {b} (seed {seed}{at}) scored different test images")
-                    continue
-                tests.append({"budget": budget, "model_a": a, "model_b": b, "seed": seed, **test})
+    for kind, x, y in pairs(list(runs)):
+        for seed in sorted(set(runs[x]) & set(runs[y])):
+            test = _test(runs[x][seed], runs[y][seed])
+            if test is None:
+                skipped.append(f"{_name(x)} and {_name(y)} (seed {seed}) scored different test images")
+                continue
+            tests.append({"kind": kind, "model_a": x[0], "budget_a": x[1], "model_b": y[0], "budget_b": y[1],
+                          "budget": x[1] if kind == "models" else None, "seed": seed, **test})
     for t, p in zip(tests, holm([t["p"] for t in tests])):
         t["p_holm"] = p
-        t["better"] = (t["model_a"] if t["b"] > t["c"] else t["model_b"]) if p < ALPHA else None
+        t["better"] = ("a" if t["b"] > t["c"] else "b") if p < ALPHA else None
     return tests, skipped
 
 
-def _by_index(pred: dict[str, list[int]]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(indices, targets, predictions) ordered by official test-set index."""
-    rows = sorted(zip(pred["index"], pred["target"], pred["pred"]))
-    return tuple(zip(*rows)) if rows else ((), (), ())
+def pairs(points: Sequence[Point]) -> list[tuple[str, Point, Point]]:
+    """The pairs of points the study tests, (kind, A, B), in report order: every two models at each budget;
+    each model at consecutive budgets; two models at different budgets (smaller budget first)."""
+    budgets = sorted({b for _, b in points}, key=budget_order)
+    models = list(dict.fromkeys(m for m, _ in points))
+    out = [("models", x, y) for b in budgets for x, y in itertools.combinations([p for p in points if p[1] == b], 2)]
+    for m in models:
+        mine = sorted((p for p in points if p[0] == m), key=lambda p: budget_order(p[1]))
+        out += [("budgets", x, y) for x, y in itertools.pairwise(mine)]
+    for bx, by in itertools.combinations(budgets, 2):
+        out += [("across", x, y) for x in points if x[1] == bx for y in points if y[1] == by and y[0] != x[0]]
+    return out
+
+
+def _name(point: Point) -> str:
+    model, budget = point
+    return model if budget is None else f"{model} at budget {budget:g}"
+
+
+def _scored(pred: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, targets, whether each prediction is right) ordered by official test-set index."""
+    index = np.asarray(pred["index"], dtype=np.int64)
+    order = np.argsort(index, kind="stable")
+    target = np.asarray(pred["target"], dtype=np.int64)[order]
+    return index[order], target, np.asarray(pred["pred"], dtype=np.int64)[order] == target
 
 
 def _test(x: tuple, y: tuple) -> dict[str, Any] | None:
-    """The paired test of two runs' predictions; None if they did not score the same images."""
-    (index, target, pa), (index_b, target_b, pb) = x, y
-    if index != index_b or target != target_b or not index:
+    """The paired test of two runs' predictions; None if they did not score the same images. A prediction
+    of -1 ("nothing found") is wrong."""
+    (index, target, right_a), (index_b, target_b, right_b) = x, y
+    if not len(index) or not (np.array_equal(index, index_b) and np.array_equal(target, target_b)):
         return None
-    b, c = discordant(target, pa, pb)
-    n = len(index)
-    both = sum(1 for t, p in zip(target, pa) if p == t) - b  # right in both
+    b, c = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    n, both = len(index), int(np.sum(right_a & right_b))
     return {"n": n, "b": b, "c": c, "accuracy_a": (both + b) / n, "accuracy_b": (both + c) / n,
             "p": mcnemar_exact(b, c)}
-
-
-def verdicts(tests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict per pair of models and budget, over its seeds: budget, model_a, model_b, n, seeds, wins
-    ({model: seeds where it is significantly more accurate}), p_holm (per seed, in seed order)."""
-    out: dict[tuple, dict[str, Any]] = {}
-    for t in tests:
-        v = out.setdefault((t["budget"], t["model_a"], t["model_b"]), {
-            "budget": t["budget"], "model_a": t["model_a"], "model_b": t["model_b"], "n": t["n"], "seeds": [],
-            "wins": {t["model_a"]: 0, t["model_b"]: 0}, "p_holm": []})
-        v["seeds"].append(t["seed"])
-        v["p_holm"].append(t["p_holm"])
-        if t["better"]:
-            v["wins"][t["better"]] += 1
-    return list(out.values())
-
-
-def find(verdicts_: Sequence[dict[str, Any]], budget: float | None, x: str, y: str) -> dict[str, Any] | None:
-    """The verdict of models x and y (either order) at `budget`, or None if they were not compared."""
-    return next((v for v in verdicts_ if v["budget"] == budget and {v["model_a"], v["model_b"]} == {x, y}), None)
 
 
 # --- where the models go wrong -----------------------------------------------------------------------
@@ -109,7 +141,8 @@ def error_sets(reps: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[int, int
     """
     chosen = classifiers(reps)
     if chosen and all(rep.get("predictions") for rep in chosen.values()):
-        scored = {m: {i: (t, p) for i, t, p in zip(*_by_index(rep["predictions"]))} for m, rep in chosen.items()}
+        preds = {m: rep["predictions"] for m, rep in chosen.items()}
+        scored = {m: dict(zip(p["index"], zip(p["target"], p["pred"]))) for m, p in preds.items()}
         common = set.intersection(*(set(s) for s in scored.values()))
         errors = {m: {i: p for i, (t, p) in s.items() if i in common and p != t} for m, s in scored.items()}
         return errors, len(common), {i: t for i, (t, _) in next(iter(scored.values())).items() if i in common}

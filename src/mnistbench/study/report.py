@@ -8,14 +8,21 @@ from typing import Any
 from ..errors import UserError
 from ..fsio import write_bytes, writing
 from ..record import DETECTIONS, status
-from . import tables
+from . import captions, tables
 from .about import about, partial
 from .document import FIGURES, Doc
 from .findings import findings
 from .formatting import budget_text, pct
-from .paired import ALPHA, classifiers
+from .paired import PredictionCache, classifiers
 from .results import Analysis, analyse
-from .rows import RESULTS_CSV, RESULTS_JSON, failed_row, read_results, read_row, write_results
+from .rows import (
+    RESULTS_CSV,
+    RESULTS_JSON,
+    failed_row,
+    read_results,
+    read_row,
+    write_results,
+)
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 MISTAKES_SHOWN = 16
@@ -42,9 +49,10 @@ def rebuild(study: str | Path) -> Analysis:
 
 
 def build_report(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]], *,
-                 analysis: Analysis | None = None) -> Path:
-    """Write figures/, report.md and report.html for the study folder; returns the HTML path."""
-    an = analysis or analyse(study, meta, rows)
+                 analysis: Analysis | None = None, cache: PredictionCache | None = None) -> Path:
+    """Write figures/, report.md and report.html for the study folder (predictions through `cache` when
+    given); returns the HTML path."""
+    an = analysis or analyse(study, meta, rows, cache=cache)
     doc = Doc()
     title = f"mnistbench study: {', '.join(an.models)} on {an.dataset}"
     doc.h(1, title)
@@ -88,7 +96,8 @@ def _tables(doc: Doc, an: Analysis) -> None:
     doc.p("Test accuracy and macro-F1 on the test set with the best-validation weights"
           + (", mean ± sample std over seeds; the seed range is the lowest and highest seed" if several else
              "; the 95 % CI is the Wilson score interval of the accuracy on these test images")
-          + ". Time to 99 % is the training time at the first validation with 99 % validation accuracy"
+          + ". Time to 99 % is the training time at the first validation with 99 % validation accuracy, known "
+          "only to within the training time between two validations"
           + (", averaged over the seeds that reached it (k/n)" if several else "") + "."
           + (" A detector's accuracy is classification by detection (its best box per test digit; no box counts "
              "as wrong) on the classifiers' test images; its mAP is on test scenes." if any(
@@ -103,23 +112,35 @@ def _tables(doc: Doc, an: Analysis) -> None:
           + "; throughput and latency are in each model's own unit: images for classifiers, scenes (canvases of "
           "several digits) for a detector. FLOPs are counted by torch.utils.flop_counter for one 28×28 image. "
           f"Peak memory: {tables.memory_kinds(an)}. Speeds and sizes are means over seeds (every run's are in "
-          f"`{RESULTS_CSV}`). ★ marks the Pareto front of accuracy against training time.")
+          f"`{RESULTS_CSV}`). " + _front_note(an))
+
+
+def _front_note(an: Analysis) -> str:
+    """What the cost table's ★ means, or why there is none."""
+    if an.front_axis is None:
+        return ("Every model had the same budget, so nothing is ranked by the training seconds actually spent: "
+                "their differences are the budget's tolerance, not a finding.")
+    if an.front_axis == "budget":
+        return ("★ marks the Pareto front of accuracy against budget: no point at no more budget is significantly "
+                "more accurate (paired tests above).")
+    return ("★ marks the Pareto front of accuracy against training time: no model trained in no more time and is "
+            "significantly more accurate (paired tests above).")
 
 
 def _comparisons(doc: Doc, an: Analysis) -> None:
     if not an.comparisons:
         doc.p("No pair of models could be tested: it needs two finished runs with per-image predictions "
               "(predictions.json) on the same test images.")
-    for budget, table in tables.comparison_tables(an):
-        if budget is not None:
-            doc.h(3, f"{budget_text(budget, an.budget_unit)} of training")
+    for heading, table in tables.comparison_tables(an):
+        if heading:
+            doc.h(3, heading)
         doc.table(*table)
     if an.comparisons:
-        doc.p("Each row pairs two models on the same test images (the same official test-set indices), seed k of "
-              "one with seed k of the other. b: images A gets right and B wrong; c: the reverse. p: the exact "
-              "two-sided McNemar test (under no difference each of the b + c disagreements is a fair coin); "
-              f"Holm p: corrected over all {len(an.comparisons)} tests of this study. A difference is called "
-              f"significant when Holm p < {ALPHA:g}.")
+        doc.p(" ".join(captions.comparisons(an)))
+    if an.comparisons and max(len(v["seeds"]) for v in an.verdicts) > 1:
+        doc.h(3, "Verdicts over seeds")
+        doc.table(*tables.verdict_table(an))
+        doc.p(captions.verdicts(an))
     if an.uncompared:
         doc.p("Not compared: " + "; ".join(an.uncompared) + ".")
 
@@ -179,26 +200,30 @@ def _figure_sections(doc: Doc, an: Analysis) -> None:
 
 
 def _pareto_section(doc: Doc, an: Analysis) -> None:
+    """Accuracy against the training seconds actually spent, and against training FLOPs; stars only where the
+    study has a Pareto front on that axis (several budgets in that unit, or a study trained for epochs)."""
     from . import figures as figs
 
-    timed = [a for a in an.aggs if a["label"] in an.dominated]
+    timed = [a for a in an.aggs if a["test_accuracy"] is not None and a["train_seconds"]]
     if not timed:
         return
+    front = an.front if an.front_axis == "seconds" or an.budget_unit == "s" else set()
     points = [{"model": a["model"], "label": a["label"], "seconds": a["train_seconds"], "accuracy": a["test_accuracy"],
                "seconds_std": a["train_seconds_std"], "accuracy_std": a["test_accuracy_std"],
-               "front": a["label"] in an.front} for a in timed]
+               "front": a["label"] in front} for a in timed]
     doc.h(2, "Accuracy against training time")
-    doc.figure("pareto.png", figs.pareto(points, an.models), "Test accuracy against training seconds "
-               "(mean ± std over seeds); stars and the dashed line: the Pareto front.")
+    doc.figure("pareto.png", figs.pareto(points, an.models), captions.training_time(an))
+    front = an.front if an.budget_unit == "FLOPs" else set()
     counted = [{"model": a["model"], "label": a["label"], "flops": a["train_flops"], "accuracy": a["test_accuracy"],
-                "flops_std": a["train_flops_std"], "accuracy_std": a["test_accuracy_std"], "front": False}
+                "flops_std": a["train_flops_std"], "accuracy_std": a["test_accuracy_std"], "front": a["label"] in front}
                for a in timed if a["train_flops"]]
     if counted:
         doc.h(2, "Accuracy against training FLOPs")
         doc.figure("accuracy_vs_flops.png", figs.pareto(counted, an.models, x="flops", xlabel="training FLOPs",
                                                           title="accuracy against training FLOPs"),
                    "Test accuracy against training FLOPs (3 × forward FLOPs per sample × samples seen; mean ± std "
-                   "over seeds): the same on every machine, so studies made on different machines compare here.")
+                   "over seeds): the same on every machine, so studies made on different machines compare here"
+                   + ("; stars: the Pareto front of accuracy against budget." if front else "."))
 
 
 def _test_images(rep: dict[str, Any]):

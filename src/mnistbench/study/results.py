@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..record import read_config, read_metrics, read_summary, status
-from . import paired
+from . import paired, verdicts
 from .formatting import budget_text
 from .rows import NUMERIC, class_names, upgrade, write_results
 
@@ -55,29 +55,21 @@ def _aggregate_model(model: str, budget: float | None, rs: Sequence[dict[str, An
     return a
 
 
-def pareto_models(aggs: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """For each aggregate (by label) with accuracy and time: those that dominate it (faster or as fast, and
-    more accurate or as accurate, better in one); an empty list means it is on the Pareto front."""
-    pts = [a for a in aggs if a["test_accuracy"] is not None and a["train_seconds"]]
-    return {p["label"]: [q["label"] for q in pts if q is not p
-                         and q["train_seconds"] <= p["train_seconds"] and q["test_accuracy"] >= p["test_accuracy"]
-                         and (q["train_seconds"] < p["train_seconds"] or q["test_accuracy"] > p["test_accuracy"])]
-            for p in pts}
-
-
 # --- the analysis ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Analysis:
     """Everything the report shows, computed once from the rows and the finished run folders.
 
     runs: per finished row, {"row", "folder", "summary", "config", "metrics", "predictions"} (each folder
-    read once); aggs: aggregate(rows), one per model and budget; dominated: pareto_models(aggs), by label;
+    read once); aggs: aggregate(rows), one per model and budget; dominated: verdicts.dominated(), by label
+    (empty with one budget: no front);
     reps: per model, its run with the largest budget and the lowest seed; errors, errors_n, targets:
     paired.error_sets() of the representatives; mean_f1: per model, per class, over the representative's
-    budget; comparisons, uncompared: paired.comparisons(); verdicts: paired.verdicts(comparisons);
+    budget; comparisons, uncompared: paired.comparisons(); verdicts: verdicts.verdicts(comparisons);
     budgets: the budgets of the study (empty without), in budget_unit ("s" or "FLOPs"); planned: how many runs
     the study plans; missing: the planned runs without a row, each {"model", "seed", "budget", "run_dir",
-    "state"}.
+    "state"}; val_spacing: per aggregate (by label), the longest training time between two validations of
+    its runs, which is how precisely a time to 99 % is known.
     """
 
     study: Path
@@ -101,11 +93,17 @@ class Analysis:
     budget_unit: str | None
     planned: int
     missing: list[dict[str, Any]]
+    val_spacing: dict[str, float]
 
     @property
     def front(self) -> set[str]:
-        """The labels (model, or model and budget) on the Pareto front of accuracy against training time."""
+        """The labels (model, or model and budget) on the Pareto front (verdicts.dominated); none with one budget."""
         return {m for m, by in self.dominated.items() if not by}
+
+    @property
+    def front_axis(self) -> str | None:
+        """"budget", "seconds" or None: what the Pareto front trades accuracy against (verdicts.front_axis)."""
+        return verdicts.front_axis(self.budgets)
 
     @property
     def finished(self) -> int:
@@ -113,11 +111,13 @@ class Analysis:
         return sum(r["status"] == "ok" for r in self.rows)
 
 
-def analyse(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Analysis:
-    """Read each finished run folder once and compute every cross-run analysis the report needs."""
+def analyse(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]], *,
+            cache: paired.PredictionCache | None = None) -> Analysis:
+    """Read each finished run folder once (predictions through `cache` when given) and compute every cross-run
+    analysis the report needs."""
     study = Path(study)
     rows = [upgrade(r) for r in rows]  # rows of an older version lack some columns
-    predictions = paired.load_predictions(study, rows)
+    predictions = paired.load_predictions(study, rows, cache)
     runs = []
     for r in rows:
         if r["status"] == "ok":
@@ -133,13 +133,27 @@ def analyse(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> An
     classes = class_names(dataset)
     errors, n, targets = paired.error_sets(reps)
     tests, uncompared = paired.comparisons(rows, predictions)
+    found = verdicts.verdicts(tests)
     budgets = sorted({float(b) for b in meta.get("budgets") or []} | {r["budget"] for r in rows if r["budget"]})
     unit = meta.get("budget_unit") or next((r["budget_unit"] for r in rows if r["budget_unit"]), None)
     planned = meta.get("planned") or []
     return Analysis(study, meta, rows, list(dict.fromkeys(r["model"] for r in rows)), runs, aggs,
-                    pareto_models(aggs), reps, errors, n, targets, _mean_f1(runs, reps, len(classes)), dataset,
-                    classes, tests, uncompared, paired.verdicts(tests), budgets, unit, len(planned) or len(rows),
-                    missing_runs(study, planned, rows))
+                    verdicts.dominated(aggs, found, budgets), reps, errors, n, targets,
+                    _mean_f1(runs, reps, len(classes)), dataset, classes, tests, uncompared, found, budgets, unit,
+                    len(planned) or len(rows), missing_runs(study, planned, rows), _val_spacing(runs, aggs))
+
+
+def _val_spacing(runs: Sequence[dict[str, Any]], aggs: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per aggregate (by label): the longest training time between two validations (from 0 to the first, then
+    between consecutive ones) of any of its runs."""
+    gaps: dict[tuple[str, float | None], float] = {}
+    for run in runs:
+        times = sorted(r["train_seconds"] for r in run["metrics"]
+                       if r.get("kind") == "val" and r.get("train_seconds") is not None)
+        if times:
+            key = (run["row"]["model"], run["row"]["budget"])
+            gaps[key] = max(gaps.get(key, 0.0), max(b - a for a, b in zip([0.0, *times], times)))
+    return {a["label"]: gaps[(a["model"], a["budget"])] for a in aggs if (a["model"], a["budget"]) in gaps}
 
 
 def missing_runs(study: Path, planned: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict]:
@@ -165,8 +179,10 @@ def _mean_f1(runs: Sequence[dict[str, Any]], reps: dict[str, dict[str, Any]], n_
     return {m: [statistics.fmean(c) for c in zip(*v)] for m, v in per_model.items()}
 
 
-def save_results(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Write results.json and results.csv: the rows, their aggregates, the paired tests and their verdicts."""
+def save_results(study: Path, meta: dict[str, Any], rows: list[dict[str, Any]], *,
+                 cache: paired.PredictionCache | None = None) -> None:
+    """Write results.json and results.csv: the rows, their aggregates, the paired tests and their verdicts.
+    Predictions come through `cache` when given: a study saving after every run reads each file once."""
     rows = [upgrade(r) for r in rows]
-    tests, _ = paired.comparisons(rows, paired.load_predictions(Path(study), rows))
-    write_results(study, meta, rows, models=aggregate(rows), comparisons=tests, verdicts=paired.verdicts(tests))
+    tests, _ = paired.comparisons(rows, paired.load_predictions(Path(study), rows, cache))
+    write_results(study, meta, rows, models=aggregate(rows), comparisons=tests, verdicts=verdicts.verdicts(tests))

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import cell, interval, short, si, value
-from .paired import budget_order
+from .claims import point_name
+from .formatting import budget_text, cell, interval, short, si, value
+from .paired import KINDS, budget_order
 from .results import Analysis
 from .rows import off_budget
 
@@ -70,18 +71,51 @@ def _time_to_99(a: dict[str, Any]) -> str:
 
 
 # --- paired tests ----------------------------------------------------------------------------------
-def comparison_tables(an: Analysis) -> list[tuple[float | None, Table]]:
-    """One table of paired tests per budget (one for a study without budgets)."""
-    by: dict[float | None, list[dict[str, Any]]] = {}
+def comparison_tables(an: Analysis) -> list[tuple[str | None, Table]]:
+    """The paired tests as (heading, table): one table per budget of models at that budget (one table, no
+    heading, for a study without budgets), then the budget gains and the pairs across budgets."""
+    by: dict[tuple[int, tuple], list[dict[str, Any]]] = {}
     for t in an.comparisons:
-        by.setdefault(t["budget"], []).append(t)
-    headers = ["models (A vs B)", "seed", "test images", "A right, B wrong (b)", "A wrong, B right (c)", "p",
-               "Holm p", "verdict"]
-    return [(budget, (headers, [[f"{t['model_a']} vs {t['model_b']}", str(t["seed"]), f"{t['n']:,}", str(t["b"]),
-                                 str(t["c"]), _p(t["p"]), _p(t["p_holm"]),
-                                 f"{t['better']} more accurate" if t["better"] else "no significant difference"]
-                                for t in tests]))
-            for budget, tests in sorted(by.items(), key=lambda kv: budget_order(kv[0]))]
+        key = (0, budget_order(t["budget"])) if t["kind"] == "models" else (KINDS.index(t["kind"]), ())
+        by.setdefault(key, []).append(t)
+    headers = ["A vs B", "seed", "test images", "A right, B wrong (b)", "A wrong, B right (c)", "p", "Holm p",
+               "verdict"]
+    out = []
+    for key in sorted(by):
+        tests = by[key]
+        heading = (None if tests[0]["budget"] is None else f"{budget_text(tests[0]['budget'], an.budget_unit)} "
+                   "of training") if tests[0]["kind"] == "models" else HEADINGS[tests[0]["kind"]]
+        out.append((heading, (headers, [_comparison_row(t, an.budget_unit) for t in tests])))
+    return out
+
+
+HEADINGS = {"budgets": "Budget gains: each model at the next budget", "across": "Across budgets: two models at "
+            "different budgets (the Pareto front)"}
+
+
+def _comparison_row(t: dict[str, Any], unit: str | None) -> list[str]:
+    a = point_name(t["model_a"], t["budget_a"], unit, t["kind"])
+    b = point_name(t["model_b"], t["budget_b"], unit, t["kind"])
+    verdict = f"{a if t['better'] == 'a' else b} more accurate" if t["better"] else "no significant difference"
+    return [f"{a} vs {b}", str(t["seed"]), f"{t['n']:,}", str(t["b"]), str(t["c"]), _p(t["p"]), _p(t["p_holm"]),
+            verdict]
+
+
+def verdict_table(an: Analysis) -> Table:
+    """Per pair of points, over its seeds: the seeds each side wins, the test across seeds and the verdict."""
+    across = any(v["seed_test_p"] is not None for v in an.verdicts)
+    headers = (["A vs B", "seeds: A more accurate / B / neither"]
+               + (["mean A − B (points)", "across seeds: t-test p (Holm)"] if across else []) + ["verdict"])
+    rows = []
+    for v in an.verdicts:
+        a, b = (point_name(v[f"model_{s}"], v[f"budget_{s}"], an.budget_unit) for s in "ab")
+        mean = 100 * sum(v["differences"]) / len(v["differences"])
+        seed_p = "–" if v["seed_test_p"] is None else f"{_p(v['seed_test_p'])} ({_p(v['seed_test_p_holm'])})"
+        rows.append([f"{a} vs {b}", f"{v['wins_a']} / {v['wins_b']} / {v['ties']}"]
+                    + ([f"{mean:+.2f}", seed_p] if across else [])
+                    + [{"a": f"{a} more accurate", "b": f"{b} more accurate", "mixed": "mixed: no winner",
+                        "none": "no winner"}[v["verdict"]]])
+    return headers, rows
 
 
 def _p(p: float) -> str:
