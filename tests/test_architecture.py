@@ -19,7 +19,7 @@ LAYERS = [
     {"optim", "budget", "calibrate", "trainstate", "engine", "distributed", "storage"},
     {"run", "predict", "export"},
     {"study", "serve"},
-    {"cli", "__main__", "__init__"},
+    {"cli", "cli_runs", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

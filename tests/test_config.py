@@ -67,6 +67,8 @@ def test_one_list_of_result_neutral_fields_for_resume_and_the_study(tmp_path):
     base = resolve({"model": "cnn"}).to_dict()
     assert set(RESULT_NEUTRAL) <= set(FIELDS) and set(RESUME_MAY_CHANGE) <= set(FIELDS)
     for key in FIELDS:
+        if key == "model_sha256":  # not a setting: resolve() derives it from the model file's code
+            continue
         flat = {"model": "cnn"} if key == "model" else resolve({"model": "cnn"}).flat()
         changed = resolve({**flat, key: _other(key, base[key])}).to_dict()
         same_for_study = decisive_settings(changed) == decisive_settings(base)

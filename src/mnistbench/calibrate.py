@@ -97,7 +97,8 @@ def choose_runtime(model: nn.Module, cfg: Config, rt: Runtime, make_task: Callab
 
 def _cache_key(cfg: Config, rt: Runtime) -> str:
     """The machine and the settings a step time depends on (not the seed, data slice or schedule)."""
-    what = {"machine": machine(rt.device), "torch": torch.__version__, "model": cfg.model,
+    model = f"{cfg.model}@{cfg.model_sha256}" if cfg.model_sha256 else cfg.model  # a model file: its code
+    what = {"machine": machine(rt.device), "torch": torch.__version__, "model": model,
             "model_args": dict(cfg.model_args), "task_args": dict(cfg.task_args), "batch_size": cfg.batch_size,
             "processes": os.environ.get("WORLD_SIZE", "1"), "channels_last": cfg.channels_last,
             "compile": cfg.compile, "compile_mode": cfg.compile_mode, "augment": cfg.augment}

@@ -8,6 +8,7 @@ import sys
 import traceback
 from typing import Any
 
+from . import cli_runs
 from .errors import EXIT_IO, EXIT_USER, WRITE_FAULTS, UserError, WriteError, os_error_in
 
 EPILOG = ("Any other config field: --set key=value (repeatable). `mnistbench config --model M` prints every "
@@ -17,7 +18,8 @@ EPILOG = ("Any other config field: --set key=value (repeatable). `mnistbench con
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model, evaluate it on the test set, write a run folder",
                        epilog=EPILOG)
-    p.add_argument("--model", help="registered model name (see `mnistbench models`)")
+    p.add_argument("--model", help="registered model name (see `mnistbench models`), or a model file: "
+                   "path/to/file.py:NAME (docs/own-model.md)")
     p.add_argument("--dataset", help="mnist or fashion-mnist")
     p.add_argument("--data-dir", dest="data_dir", help="folder holding mnist/ and fashion-mnist/")
     p.add_argument("--out", help="the run folder (default runs/<timestamp>-<model>)")
@@ -42,11 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", dest="data_dir", default="")
     p.add_argument("--device", default="auto")
-    sub.add_parser("models", help="list registered models: parameters and default recipes")
+    sub.add_parser("models", help="list the built-in and installed models: parameters, options, default recipes")
     _config_parser(sub)
     _compare_parsers(sub)
-    _predict_parsers(sub)
-    _serve_parser(sub)
+    cli_runs.add_parsers(sub)
+    for name in ("train", "evaluate", "predict", "export", "serve"):  # the commands that load a run folder
+        sub.choices[name].add_argument("--trust-code", dest="trust_code", action="store_true", help="run the run "
+                                       "folder's copy of its model file (model_source.py) though its hash is not "
+                                       "in your list of trusted code; read it first")
     return parser
 
 
@@ -65,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .run import resume_config, train
 
     overrides = _overrides(args)
-    cfg = resume_config(args.resume, overrides) if args.resume else resolve(overrides)
+    cfg = resume_config(args.resume, overrides, trust_code=args.trust_code) if args.resume else resolve(overrides)
     try:
         s = train(cfg, resume_from=args.resume)
     except Interrupted as e:
@@ -92,16 +97,17 @@ def epochs_text(epochs: float) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .run import evaluate_run
 
-    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    m = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, trust_code=args.trust_code)
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
     print(json.dumps(shown, indent=2))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS, no_download_options
+    from .models import get_spec, list_models, no_download_options
 
-    for name, spec in MODELS.items():
+    for name in list_models():
+        spec = get_spec(name)  # an installed model that cannot be loaded: one line saying why
         try:
             import torch
             with torch.device("meta"):
@@ -110,8 +116,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - listing must not fail on one model
             size = f"params unknown ({type(e).__name__})"
         print(f"{name:10s} {size:>16s}  {spec.about}")
-        print(f"{'':10s} options: {json.dumps(spec.arg_defaults())}")
+        print(f"{'':10s} options: {json.dumps(spec.arg_defaults(), default=str)}")
         print(f"{'':10s} default recipe: {json.dumps(dict(spec.recipes['default']))}")
+        if spec.source != "built-in":
+            print(f"{'':10s} from: {spec.source}")
+    print("A model file: --model path/to/file.py:NAME (docs/own-model.md).")
     return 0
 
 
@@ -138,7 +147,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _compare_parsers(sub) -> None:
     p = sub.add_parser("compare", help="train every model x seed under one preset, then write the study report",
                        epilog="Rerunning the same command resumes: finished runs are skipped, failed ones retried.")
-    p.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    p.add_argument("--models", help="comma-separated model names or model files path/to/file.py:NAME (default: "
+                   "every built-in and installed model)")
     p.add_argument("--preset", default="quick", help="quick (an equal CPU budget per model), standard or notebook")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (mean ± std in the report)")
     p.add_argument("--budget", type=float, help="seconds of training per run, the same for every model")
@@ -211,66 +221,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- predict and export (your own images; the model outside PyTorch) -------------------------------
-def _predict_parsers(sub) -> None:
-    p = sub.add_parser("predict", help="classify your own images (or read their digits, frcnn) with a trained run")
-    p.add_argument("run_dir", help="a finished run folder (holding model.pt)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="PNG, JPEG, BMP, GIF, WebP or TIFF files")
-    p.add_argument("--topk", type=int, default=3, help="classes shown per image (default 3)")
-    p.add_argument("--format", dest="fmt", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--save-preprocessed", dest="save_dir", metavar="DIR", help="write what the model saw, as PNGs")
-    p.add_argument("--draw", dest="draw_dir", metavar="DIR", help="frcnn: write each image with its boxes")
-    p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--onnx", dest="onnx_file", metavar="FILE", help="the ONNX file (default RUN_DIR/model.onnx)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p = sub.add_parser("export", help="export a classifier run to ONNX and check it against PyTorch")
-    p.add_argument("run_dir")
-    p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
-    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx)")
-    p.add_argument("--data-dir", dest="data_dir", default="", help="where the parity check's test images are")
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import run
-
-    return run(args.run_dir, args.inputs, topk=args.topk, fmt=args.fmt, save_dir=args.save_dir,
-               draw_dir=args.draw_dir, backend=args.backend, onnx_file=args.onnx_file, device=args.device,
-               min_score=args.min_score)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-
-    print(export_onnx(args.run_dir, out=args.out, data_dir=args.data_dir).describe())
-    return 0
-
-
-# --- serve (draw a digit in a browser, every model answers) ----------------------------------------
-def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="a draw-a-digit web page where every run answers (mnistbench[serve])")
-    p.add_argument("dirs", nargs="+", metavar="RUN_OR_STUDY_DIR", help="run folders, or study folders (every "
-                   "finished run of the study)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--max-bytes", dest="max_bytes", type=int, default=5_000_000,
-                   help="largest request body in bytes (default 5 MB)")
-    p.add_argument("--max-pixels", dest="max_pixels", type=int, default=16_000_000,
-                   help="largest image in pixels (default 16 M)")
-    p.add_argument("--min-score", dest="min_score", type=float, default=0.5, help="frcnn: lowest score reported")
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve.server import serve
-
-    return serve(args.dirs, host=args.host, port=args.port, device=args.device, max_bytes=args.max_bytes,
-                 max_pixels=args.max_pixels, min_score=args.min_score)
-
-
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "models": cmd_models, "config": cmd_config,
-            "compare": cmd_compare, "report": cmd_report, "predict": cmd_predict, "export": cmd_export,
-            "serve": cmd_serve}
+            "compare": cmd_compare, "report": cmd_report, **cli_runs.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

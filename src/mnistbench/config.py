@@ -10,13 +10,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .data.datasets import get_info
 from .errors import UserError
-from .models import get_spec
+from .models import ModelSpec, get_spec
+from .models.contract import check
 from .schema import CHOICES, FIELDS, NESTED, SECTIONS, Config, section_of
 from .tasks import TASKS, option_defaults
 
-__all__ = ["CHOICES", "FIELDS", "NESTED", "RESULT_NEUTRAL", "Config", "from_dict", "parse_sets", "parse_value",
-           "resolve", "resolve_traced", "result_settings", "validate"]
+__all__ = ["CHOICES", "FIELDS", "NESTED", "RESULT_NEUTRAL", "Config", "from_dict", "model_spec", "parse_sets",
+           "parse_value", "resolve", "resolve_traced", "result_settings", "validate"]
 
 _DEFAULTS = Config()
 DEFAULT, FLAG = "default", "flag"  # sources of a value, besides "recipe NAME" and "preset NAME"
@@ -107,11 +109,14 @@ def resolve_traced(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[Con
     model's recipe; and the source of every field and option: "default", "recipe NAME" or a layer's name."""
     merged = {k: v for _, layer in layers for k, v in layer.items()}
     model = str(merged.get("model", _DEFAULTS.model))
-    spec = get_spec(model)
+    spec = get_spec(model, str(merged.get("model_sha256") or ""))
     recipe = str(merged.get("recipe", _DEFAULTS.recipe))
     if recipe not in spec.recipes:
         raise UserError(f"model {model!r} has no recipe {recipe!r}; it has: {', '.join(spec.recipes)}")
-    arg_defaults, task_defaults = option_keys(model)
+    arg_defaults, task_defaults = spec.arg_defaults(), option_defaults(spec.task)
+    if spec.source != "built-in" and set(arg_defaults) & set(FIELDS):
+        raise UserError(f"{model}: its option(s) {sorted(set(arg_defaults) & set(FIELDS))} have the names of config "
+                        "fields (mnistbench train --help); rename them")
     known = sorted(set(FIELDS) | set(arg_defaults) | set(task_defaults))
     values: dict[str, Any] = {}
     model_args, task_args = dict(arg_defaults), dict(task_defaults)
@@ -125,9 +130,12 @@ def resolve_traced(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[Con
             elif key in task_defaults:
                 task_args[key] = parse_value(key, raw, task_defaults[key])
             else:
-                raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; "
+                takes = f"{model} takes {sorted(arg_defaults)}; " if spec.source != "built-in" else ""
+                raise UserError(f"unknown config key {key!r}{_suggest(key, known)}; {takes}"
                                 f"see `mnistbench models` and `mnistbench train --help`")
             sources[key] = source
+    values["model_sha256"] = spec.sha256  # the code that was read, whatever was passed in
+    sources["model_sha256"] = "the model file" if spec.sha256 else DEFAULT
     cfg = Config(**values, model_args=model_args, task_args=task_args)
     validate(cfg)
     return cfg, sources
@@ -138,7 +146,7 @@ def by_section(cfg: Config, sources: Mapping[str, str]) -> list[tuple[str, list[
     rows = [(title, [(k, getattr(cfg, k), sources[k]) for k in FIELDS if section_of(k) == title])
             for title in SECTIONS]
     rows.append((f"model options ({cfg.model})", [(k, v, sources[k]) for k, v in cfg.model_args.items()]))
-    task = get_spec(cfg.model).task
+    task = model_spec(cfg).task
     rows.append((f"task options ({task})", [(k, v, sources[k]) for k, v in cfg.task_args.items()]))
     return rows
 
@@ -161,11 +169,19 @@ def validate(cfg: Config) -> None:
         raise UserError("warmup and label_smoothing must be in [0, 1), target_accuracy in [0, 1]")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1={cfg.beta1}, beta2={cfg.beta2}: AdamW's betas must be in [0, 1)")
-    if cfg.tta != "none" and get_spec(cfg.model).task != "classify":
+    spec = model_spec(cfg)
+    if cfg.tta != "none" and spec.task != "classify":
         raise UserError(f"tta={cfg.tta} is for classifiers; {cfg.model} detects digits (use tta=none)")
     if cfg.budget_s and cfg.budget_flops:
         raise UserError(f"budget_s={cfg.budget_s:g} and budget_flops={cfg.budget_flops:g}: give one budget, "
                         "in seconds or in training FLOPs")
     if cfg.val_size < 1:
         raise UserError("val_size must be >= 1: model selection needs a validation split")
-    TASKS[get_spec(cfg.model).task].Options(**cfg.task_args)  # the task checks its own options
+    TASKS[spec.task].Options(**cfg.task_args)  # the task checks its own options
+    if spec.source != "built-in":  # code from outside the package: built and run once on the meta device
+        check(spec, cfg.model_args, len(get_info(cfg.dataset).classes))
+
+
+def model_spec(cfg: Config) -> ModelSpec:
+    """The ModelSpec of a config's model (a model file's: the code the config names by its hash)."""
+    return get_spec(cfg.model, cfg.model_sha256)

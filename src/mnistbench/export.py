@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import model_spec
 from .data.datasets import load_test_images
 from .data.pipeline import normalize
 from .device import Runtime
 from .errors import UserError, first_line
 from .fsio import write_atomic
-from .models import get_spec
 from .record import ONNX
 from .run import load_run_config, load_trained
 from .tasks.classify import predict as torch_logits
@@ -123,13 +123,13 @@ class Exported:
 
 
 def export_onnx(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None, data_dir: str = "",
-                check_images: int = CHECK_IMAGES) -> Exported:
+                check_images: int = CHECK_IMAGES, trust_code: bool = False) -> Exported:
     """Export a classifier run's model.pt to ONNX (`out`, default <run>/model.onnx) and check it on
     `check_images` real test images; on a parity failure the file is removed and a UserError says by how much."""
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: no such run folder")
-    cfg = load_run_config(run_dir)
-    if get_spec(cfg.model).task != "classify":
+    cfg = load_run_config(run_dir, trust_code=trust_code)
+    if model_spec(cfg).task != "classify":
         raise UserError(NO_DETECTOR if cfg.model == "frcnn" else f"{cfg.model} runs cannot be exported to ONNX")
     path = Path(out) if out else Path(run_dir) / ONNX
     if not path.parent.is_dir():

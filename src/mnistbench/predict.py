@@ -18,14 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, model_spec
 from .data import images
 from .data.datasets import get_info
 from .device import Runtime
 from .errors import UserError
 from .export import onnx_logits, onnx_session
 from .fsio import check_writable, write_bytes
-from .models import get_spec
 from .record import ONNX
 from .run import load_run_config, load_trained, runtime
 from .tasks.classify import combine, view_logits
@@ -51,13 +50,14 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, *, device: str = "auto", backend: str = "torch",
-             onnx_file: str | os.PathLike | None = None) -> Predictor:
-        """Load the run in `run_dir` for `backend` ("torch" or "onnx") on `device`."""
+             onnx_file: str | os.PathLike | None = None, trust_code: bool = False) -> Predictor:
+        """Load the run in `run_dir` for `backend` ("torch" or "onnx") on `device` (`trust_code`: run_dir's copy of
+        a model file may run though it is not in the user's trust list)."""
         if not Path(run_dir).is_dir():
             raise UserError(f"{run_dir}: no such run folder")
-        cfg = load_run_config(run_dir)
+        cfg = load_run_config(run_dir, trust_code=trust_code)
         rt = runtime(cfg, device, run_dir=run_dir)
-        p = cls(cfg, rt, kind=get_spec(cfg.model).task, classes=get_info(cfg.dataset).classes,
+        p = cls(cfg, rt, kind=model_spec(cfg).task, classes=get_info(cfg.dataset).classes,
                 canvas=int(cfg.model_args.get("image_size", 0)))
         if backend == "onnx":
             if p.kind != "classify":
@@ -157,7 +157,8 @@ def _fail(err: TextIO, name: Any, message: Any) -> int:
 
 def run(run_dir: str, inputs: list[str], *, topk: int = 3, fmt: str = "table", save_dir: str | None = None,
         draw_dir: str | None = None, backend: str = "torch", onnx_file: str | None = None, device: str = "auto",
-        min_score: float = MIN_SCORE, out: TextIO | None = None, err: TextIO | None = None) -> int:
+        min_score: float = MIN_SCORE, out: TextIO | None = None, err: TextIO | None = None,
+        trust_code: bool = False) -> int:
     """`mnistbench predict`: answer every readable file on `out`, one error line per bad one on `err`;
     returns the exit status (1 when any input failed)."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -165,7 +166,7 @@ def run(run_dir: str, inputs: list[str], *, topk: int = 3, fmt: str = "table", s
         raise UserError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}")
     if topk < 1:
         raise UserError(f"--topk must be at least 1; got {topk}")
-    p = Predictor.load(run_dir, device=device, backend=backend, onnx_file=onnx_file)
+    p = Predictor.load(run_dir, device=device, backend=backend, onnx_file=onnx_file, trust_code=trust_code)
     if draw_dir and p.kind != "detect":
         raise UserError("--draw draws detected boxes: it needs a detector run (frcnn)")
     for folder in filter(None, (save_dir, draw_dir)):

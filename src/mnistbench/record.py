@@ -23,6 +23,7 @@ CHECKPOINT = "checkpoint.pt"    # the full training state, for --resume
 ONNX = "model.onnx"             # `mnistbench export`'s default output, beside model.pt
 PREDICTIONS = "predictions.json"  # every scored test image: its index in the official test set, label, prediction
 ERROR = "error.txt"             # the traceback of a run that failed inside a study
+MODEL_SOURCE = "model_source.py"  # a model file's copy (runs of path/to/file.py:NAME): what loading the run imports
 # with tensorboard=true, TensorBoard's own event files (events.out.tfevents.*) sit beside these
 CURVES, CONFUSION, DETECTIONS = "curves.png", "confusion.png", "detections.png"
 
@@ -94,6 +95,16 @@ def read_plan(folder: str | os.PathLike) -> dict[str, Any]:
     return plan if isinstance(plan, dict) else {}
 
 
+def read_model_source(folder: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """A file model's record in config.json ({"path": the original file, "name", "sha256"}) and the text of its
+    copy in the run folder."""
+    origin = read_json(Path(folder) / CONFIG, "run folder").get("model_source") or {}
+    try:
+        return origin, (Path(folder) / MODEL_SOURCE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{Path(folder) / MODEL_SOURCE}: cannot read the run's copy of its model file ({e})") from None
+
+
 def read_summary(folder: str | os.PathLike) -> dict[str, Any]:
     """A finished run's summary.json."""
     return read_json(Path(folder) / SUMMARY, "finished run folder")
@@ -145,13 +156,19 @@ class RunRecord:
         return self.folder / name
 
     def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any],
-                     machine: dict[str, Any] | None = None) -> None:
+                     machine: dict[str, Any] | None = None, model_source: dict[str, Any] | None = None) -> None:
         """config.json: the resolved config, the run's first plan (precision, steps, budget: what was measured to
-        decide them), and what produced the run: versions, code (commit and source hash), device and machine."""
+        decide them), and what produced the run: versions, code (commit and source hash), device and machine; for
+        a model file, where it came from (`model_source`, beside its copy written by write_model_source)."""
         write_json(self.folder / CONFIG, {"config": config, "plan": plan, "versions": versions(), "device": device,
-                                          "machine": machine, **code_identity()})
+                                          "machine": machine, **code_identity(),
+                                          **({"model_source": model_source} if model_source else {})})
         if self.board:
             self.board.config = config
+
+    def write_model_source(self, code: str) -> None:
+        """model_source.py: the copy of the model file that loading this run imports."""
+        write_bytes(self.folder / MODEL_SOURCE, code.encode("utf-8"))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json, the last file of a finished run (and the final metrics as TensorBoard hparams)."""
@@ -196,8 +213,10 @@ class SilentRecord(RunRecord):
         self.folder, self.board = Path(folder), None
         self.metrics_path = self.folder / METRICS
 
-    def write_config(self, config: dict[str, Any], device: str, plan: dict[str, Any],
-                     machine: dict[str, Any] | None = None) -> None:
+    def write_config(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def write_model_source(self, code: str) -> None:
         pass
 
     def write_summary(self, summary: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,24 +14,26 @@ import torch
 from . import checkpoint, distributed, plots, storage
 from .budget import Plan, budget_error, train_flops
 from .calibrate import choose_runtime, make_plan, resumed_plan, runtime_for
-from .config import RESULT_NEUTRAL, Config, from_dict, resolve, result_settings
+from .config import RESULT_NEUTRAL, Config, from_dict, model_spec, resolve, result_settings
 from .data.datasets import Splits, get_info, load_splits
 from .device import Runtime, machine
 from .distributed import Group
 from .engine import Interrupted, TrainState, fit
 from .errors import UserError, WriteError, first_line
 from .metrics import time_to_accuracy
-from .models import get_model, get_spec, no_download_options
+from .models import display_name, files, no_download_options, trust
 from .profile import forward_flops, peak_memory_mb
 from .record import (
     CHECKPOINT,
     CONFUSION,
     CURVES,
     MODEL,
+    MODEL_SOURCE,
     RunRecord,
     SilentRecord,
     default_run_dir,
     read_config,
+    read_model_source,
     read_plan,
 )
 from .tasks import TASKS
@@ -65,12 +68,12 @@ def load_data(cfg: Config, rt: Runtime, data_dir: str = "") -> Splits:
 
 def build_model(cfg: Config, rt: Runtime) -> torch.nn.Module:
     """The registered model with the config's options, on the run's device and in its memory layout."""
-    return rt.prepare(get_model(cfg.model, **cfg.model_args))
+    return rt.prepare(model_spec(cfg).create(**cfg.model_args))
 
 
 def make_task(cfg: Config, splits: Splits, rt: Runtime):
     """The task object (TASKS by the model's kind) that fit() trains and test() scores."""
-    return TASKS[get_spec(cfg.model).task](splits, cfg, rt)
+    return TASKS[model_spec(cfg).task](splits, cfg, rt)
 
 
 def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -83,7 +86,8 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
     """
     wall0 = time.perf_counter()
     with distributed.start(cfg.device, cfg.batch_size) as group:
-        folder = group.broadcast(resume_from or cfg.out or default_run_dir(cfg.model))  # one name on every rank
+        # one name on every rank
+        folder = group.broadcast(resume_from or cfg.out or default_run_dir(display_name(cfg.model)))
         try:
             return _train(cfg, group, folder, resume_from, wall0)
         except WriteError as e:  # disk full, read-only, ...: what of the folder is intact, how to go on
@@ -92,6 +96,7 @@ def train(cfg: Config, *, resume_from: str | os.PathLike | None = None) -> dict[
 
 def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: str | os.PathLike | None,
            wall0: float) -> dict[str, Any]:
+    cfg = _shared_config(cfg, group)
     base = runtime(cfg, group.device)
     seed_everything(cfg.seed, cfg.deterministic)
     # data and model first: a missing file or bad option stops the run before any file is written
@@ -106,7 +111,11 @@ def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: st
     run = (RunRecord if group.main else SilentRecord)(folder, tensorboard=cfg.tensorboard)
     if resume_from and resume is None:
         run.truncate_metrics(0)  # killed before its first checkpoint: start again from the saved config
-    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict(), machine(rt.device))
+    mf = files.registered(cfg.model_sha256) if cfg.model_sha256 else None
+    if mf:  # the copy first: config.json's presence says the run started
+        run.write_model_source(mf.code)
+    run.write_config(cfg.to_dict(), group.describe(rt), plan.to_dict(), machine(rt.device),
+                     mf and {"path": mf.path, "name": display_name(cfg.model), "sha256": mf.sha256})
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     try:
@@ -118,7 +127,7 @@ def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: st
         return group.broadcast(None)
     tested = task.test(model, run)
     run.write_predictions(splits.test_index.tolist(), splits.test_y.tolist(), tested.pop("predictions").tolist())
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
+    summary = {"model": display_name(cfg.model), "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
     summary.update(_costs(model, rt, group))
     summary["machine"] = machine(rt.device)
@@ -126,6 +135,17 @@ def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: st
     run.write_summary(summary)
     write_figures(run, summary)
     return group.broadcast(summary)
+
+
+def _shared_config(cfg: Config, group: Group) -> Config:
+    """Under torchrun, rank 0's config and model code on every rank: a model file travels as its text."""
+    if not group.active:
+        return cfg
+    code = files.registered(cfg.model_sha256).to_dict() if cfg.model_sha256 and group.main else None
+    cfg, code = group.broadcast((cfg, code) if group.main else None)
+    if code:
+        files.register(files.ModelFile.from_dict(code))
+    return cfg
 
 
 def _checkpoint_of(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -182,19 +202,40 @@ def write_figures(run: RunRecord, summary: dict[str, Any]) -> None:
                     f"{title}: test accuracy {100 * summary['test_accuracy']:.2f} %")
 
 
-def load_run_config(run_dir: str | os.PathLike) -> Config:
-    """The Config a run folder was made with."""
-    return from_dict(read_config(run_dir))
+def load_run_config(run_dir: str | os.PathLike, *, trust_code: bool = False) -> Config:
+    """The Config a run folder was made with. A run of a model file imports the run's copy of the file, and only
+    when the copy's hash is in the user's trust list or with `trust_code` (else one UserError)."""
+    saved = read_config(run_dir)
+    if saved.get("model_sha256"):
+        saved = {**saved, "model_sha256": _open_copy(Path(run_dir), trust_code)}
+    return from_dict(saved)
+
+
+def _open_copy(run_dir: Path, trust_code: bool) -> str:
+    """Keep the run's copy of its model file for import (if trusted); say so when the original has changed."""
+    origin, code = read_model_source(run_dir)
+    path = str(origin.get("path") or run_dir / MODEL_SOURCE)
+    copy = files.ModelFile.of(path, code)
+    trust.require(copy.sha256, str(run_dir / MODEL_SOURCE), trust_code)
+    mf = files.register(copy)
+    try:
+        now = files.read_file(path).sha256 if Path(path).is_file() else mf.sha256
+    except UserError:
+        now = mf.sha256
+    if now != mf.sha256:
+        print(f"mnistbench: {run_dir} imports its copy of {path} ({MODEL_SOURCE}, sha256 {mf.sha256[:12]}), "
+              f"not that file, whose content has changed (sha256 {now[:12]})", file=sys.stderr)
+    return mf.sha256
 
 
 # Beyond the result-neutral fields, a resumed run may train for longer (or shorter) and move to another device.
 RESUME_MAY_CHANGE = ("epochs", "device")
 
 
-def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any]) -> Config:
+def resume_config(run_dir: str | os.PathLike, overrides: dict[str, Any], *, trust_code: bool = False) -> Config:
     """The saved config with the user's overrides; refused if they change anything that decides the result,
     except RESUME_MAY_CHANGE."""
-    saved = load_run_config(run_dir)
+    saved = load_run_config(run_dir, trust_code=trust_code)
     merged = resolve({**saved.flat(), **overrides})
     before = result_settings(saved.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
     after = result_settings(merged.to_dict(), also_ignoring=RESUME_MAY_CHANGE)
@@ -217,8 +258,8 @@ def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.
         raise UserError(f"{run_dir}: no {MODEL} in it; train the run to the end first "
                         f"(an interrupted run resumes with: mnistbench train --resume {run_dir})")
     state = checkpoint.load(path, map_location=rt.device)
-    options = no_download_options(cfg.model, cfg.model_args, weights_file=False)
-    model = rt.prepare(get_model(cfg.model, **options))
+    options = no_download_options(cfg.model, cfg.model_args, weights_file=False, sha256=cfg.model_sha256)
+    model = rt.prepare(model_spec(cfg).create(**options))
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
@@ -226,9 +267,10 @@ def load_trained(run_dir: str | os.PathLike, cfg: Config, rt: Runtime) -> torch.
     return model.eval()
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto") -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, *, data_dir: str = "", device: str = "auto",
+                 trust_code: bool = False) -> dict[str, Any]:
     """Re-evaluate a run's saved model.pt on the test set; returns the test metrics."""
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, trust_code=trust_code)
     rt = runtime(cfg, device, run_dir=run_dir)
     model = load_trained(run_dir, cfg, rt)
     tested = make_task(cfg, load_data(cfg, rt, data_dir), rt).test(model)

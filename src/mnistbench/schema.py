@@ -41,7 +41,8 @@ class Config:
                                                    #   (Fashion-MNIST: ~/.cache/mnistbench, downloaded on first use)
     val_size: int = _in(DATA, 5000)                # held out of the training set for model selection
     train_limit: int = _in(DATA, 0)                # use only this many training images (0 = all)
-    model: str = _in(MODEL, "cnn")
+    model: str = _in(MODEL, "cnn")                 # a built-in or installed model's name, or path/to/file.py:NAME
+    model_sha256: str = _in(MODEL, "")             # a model file's code, by its sha256 (set by resolve)
     recipe: str = _in(MODEL, "default")            # which of the model's recipes sets the defaults below
     optimizer: str = _in(OPTIMISER, "adamw")
     lr: float = _in(OPTIMISER, 3e-3)               # peak learning rate

@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, from_dict, result_settings
+from .config import Config, from_dict, model_spec, result_settings
 from .errors import NoRoom, WriteError, mb
 from .fsio import check_writable
-from .models import get_model
 from .record import CHECKPOINT, CONFIG, MODEL, read_config, read_plan
 
 SMALL_FILES = 2_000_000   # config, metrics, summary, predictions (~0.25 MB for 10k test images), figures, events
@@ -112,7 +111,7 @@ def _meta_model(cfg: Config) -> nn.Module:
     if "pretrained" in options:
         options["pretrained"] = False
     with torch.device("meta"):
-        return get_model(cfg.model, **options)
+        return model_spec(cfg).create(**options)  # a model file's: the code the config names by its hash
 
 
 def _builds(cfg: Config) -> bool:

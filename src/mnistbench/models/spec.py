@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -21,6 +23,8 @@ class ModelSpec:
     logits; anything else it needs (3 channels, resizing, ImageNet normalisation) happens inside it.
     Optional model attributes the engine reads: `weights_source` (str or None: where pretrained
     weights came from) and `param_groups(lr) -> list[dict]` (per-group learning rates).
+    A model from a user's file or an installed package (models/files.py, models/plugins.py) says where it came
+    from in `source`; a file's also carries the sha256 of the code it was built from.
     """
 
     name: str
@@ -28,8 +32,18 @@ class ModelSpec:
     about: str
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"default": {}})
     task: str = "classify"  # a key of mnistbench.tasks.TASKS: "classify" or "detect"
+    source: str = "built-in"  # or "entry point pkg.module:NAME (dist 1.0)", or the model file's path
+    sha256: str = ""          # a model file's code (its sha256); "" for built-in and installed models
 
     def arg_defaults(self) -> dict[str, Any]:
         """The builder's keyword-only arguments and their defaults."""
         params = inspect.signature(self.build).parameters.values()
         return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+    def create(self, **options: Any) -> nn.Module:
+        """The model built with builder `options`; an option it does not take is a UserError."""
+        allowed = self.arg_defaults()
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise UserError(f"model {self.name!r} takes no option(s) {unknown}; it takes {sorted(allowed)}")
+        return self.build(**options)

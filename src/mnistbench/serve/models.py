@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data import images
 from ..errors import UserError
+from ..models import display_name
 from ..predict import MIN_SCORE, Predictor, predict_images, unique_name
 from ..record import CONFIG, read_summary, status
 from ..study.rows import read_results
@@ -68,7 +69,7 @@ class Served:
     def describe(self) -> dict[str, Any]:
         """The run as GET /api/models lists it."""
         p = self.predictor
-        return {"model": p.cfg.model, "run": self.run, "dataset": p.cfg.dataset, "kind": p.kind,
+        return {"model": display_name(p.cfg.model), "run": self.run, "dataset": p.cfg.dataset, "kind": p.kind,
                 "classes": list(p.classes), "test_accuracy": self.test_accuracy, "device": str(p.rt.device),
                 "precision": p.rt.precision}
 
@@ -79,7 +80,8 @@ class Served:
             start = time.perf_counter()
             (res,), _ = predict_images(p, [prepared], ["request"], topk=len(p.classes), min_score=min_score)
             ms = (time.perf_counter() - start) * 1e3
-        out = {"model": p.cfg.model, "run": self.run, "dataset": p.cfg.dataset, "kind": p.kind, "ms": round(ms, 3)}
+        out = {"model": display_name(p.cfg.model), "run": self.run, "dataset": p.cfg.dataset, "kind": p.kind,
+               "ms": round(ms, 3)}
         if p.kind == "detect":
             best = max(res.digits, key=lambda d: d.score, default=None)
             return {**out, "label": None if best is None else str(best.digit), "probabilities": None,
@@ -115,11 +117,13 @@ class Models:
 
     @classmethod
     def load(cls, paths: Iterable[str | os.PathLike], *, device: str = "auto",
-             max_pixels: int = images.SERVED_MAX_PIXELS, min_score: float = MIN_SCORE) -> Models:
-        """Load every run named by `paths` (run or study folders) once, weights only, in eval mode."""
+             max_pixels: int = images.SERVED_MAX_PIXELS, min_score: float = MIN_SCORE,
+             trust_code: bool = False) -> Models:
+        """Load every run named by `paths` (run or study folders) once, weights only, in eval mode; a run of a model
+        file only if its copy is trusted, or with `trust_code` (decided here, at start-up, never per request)."""
         served, names = [], set()
         for folder in run_folders(paths):
-            predictor = Predictor.load(folder, device=device)
+            predictor = Predictor.load(folder, device=device, trust_code=trust_code)
             accuracy = read_summary(folder).get("test_accuracy") if status(folder) == "finished" else None
             served.append(Served(unique_name(folder.name, names), predictor, accuracy))
             served[-1].warm_up()

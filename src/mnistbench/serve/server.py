@@ -44,7 +44,7 @@ def url(sock: socket.socket) -> str:
 
 def serve(paths: Iterable[str | os.PathLike], *, host: str = HOST, port: int = PORT, device: str = "auto",
           max_bytes: int | None = None, max_pixels: int | None = None, min_score: float = MIN_SCORE,
-          out: TextIO | None = None) -> int:
+          out: TextIO | None = None, trust_code: bool = False) -> int:
     """Serve the page and the API for the runs named by `paths` (run or study folders) until SIGINT/SIGTERM;
     returns the exit status (0 after a clean stop)."""
     out = out or sys.stdout
@@ -64,9 +64,10 @@ def serve(paths: Iterable[str | os.PathLike], *, host: str = HOST, port: int = P
 
     sock = listen(host, port)  # before loading: a port in use fails at once
     try:
-        models = Models.load(paths, device=device, max_pixels=max_pixels or SERVED_MAX_PIXELS, min_score=min_score)
+        models = Models.load(paths, device=device, max_pixels=max_pixels or SERVED_MAX_PIXELS, min_score=min_score,
+                             trust_code=trust_code)
         app = create_app(models, max_bytes=max_bytes or MAX_BYTES, host=host)
-        names = ", ".join(f"{s.predictor.cfg.model} ({s.run})" for s in models.served)
+        names = ", ".join(f"{s.describe()['model']} ({s.run})" for s in models.served)
         print(f"mnistbench serve: {names} on {url(sock)}  (Ctrl-C stops)", file=out, flush=True)
         # limit_concurrency: past it, new connections get 503 instead of queueing without bound
         config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=200)

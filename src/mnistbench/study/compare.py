@@ -11,6 +11,7 @@ from typing import Any
 from ..config import FIELDS
 from ..errors import UserError, WriteError
 from ..fsio import check_writable, read_json
+from ..models import display_name
 from ..record import code_identity, read_code_identity
 from ..storage import check_study
 from . import presets, report, results
@@ -103,7 +104,8 @@ def _open(spec: StudySpec, jobs: Sequence[Job]) -> dict[str, Any]:
     dataset = str(spec.overrides.get("dataset", FIELDS["dataset"].default))
     resolve_files(dataset, spec.data_dir or None)  # missing data: one clear error instead of a failed row per run
     check_writable(spec.out)
-    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""), "models": list(spec.models),
+    return {"preset": spec.preset, "preset_about": presets.ABOUT.get(spec.preset, ""),
+            "models": [display_name(m) for m in spec.models],
             "seeds": sorted({j.seed for j in jobs}), "budgets": sorted({b for j in jobs if (b := _budget(j)[0])}),
             "budget_unit": next((u for j in jobs if (u := _budget(j)[1])), None),
             "dataset": dataset, "overrides": dict(spec.overrides), "data_dir": spec.data_dir, "device": spec.device,

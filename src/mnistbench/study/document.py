@@ -52,6 +52,13 @@ class Doc:
 
     def html(self, title: str) -> str:
         """The text of report.html: one page, figures embedded."""
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+                + self.body() + "\n</body></html>\n")
+
+    def body(self) -> str:
+        """The blocks as HTML elements, without a page around them (a notebook shows them inline)."""
         body = []
         for b in self.blocks:
             if b[0] == "h":
@@ -69,10 +76,7 @@ class Doc:
                 src = "data:image/png;base64," + base64.b64encode(b[2]).decode()
                 body.append(f'<figure><img src="{src}" alt="{html.escape(b[3])}">'
                             f"<figcaption>{_inline(b[3])}</figcaption></figure>")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-                f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
-                + "\n".join(body) + "\n</body></html>\n")
+        return "\n".join(body)
 
 
 # A 1400 px window shows every table whole: at most 9 columns, headers wrap, cells do not

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..record import ERROR, read_summary
-from .outcome import Done, Outcome, Started, failed, prepare
+from .outcome import Done, Outcome, Started, failed, job_config, prepare
 from .plan import Job
 
 __all__ = ["EXECUTORS", "Outcome", "check_executor", "run_all"]
@@ -83,7 +83,7 @@ def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
 
 def _run_worker(job: Job, folder: Path, state: str, tell: int | None) -> tuple[int, list[int]]:
     """Run the worker to its end, forwarding SIGINT / SIGTERM; (its exit status, the signals received)."""
-    spec = json.dumps({"config": job.cfg.to_dict(), "folder": str(folder), "resume": state == "resume",
+    spec = json.dumps({"config": job_config(job), "folder": str(folder), "resume": state == "resume",
                        "reason_fd": tell})
     try:
         proc = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,

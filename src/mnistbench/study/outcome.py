@@ -14,10 +14,12 @@ from typing import Any
 
 from ..errors import WriteError, first_line
 from ..fsio import write_bytes
+from ..models import files
 from ..record import ERROR
 from .plan import Job
 
 MAX_REASON = 200  # characters of a failed row's reason
+CODE = "model_code"  # a job's config key carrying its model file's code ({"path", "code"}) to the run's process
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,19 @@ def prepare(folder: Path, state: str) -> None:
         shutil.rmtree(folder)
 
 
+def job_config(job: Job) -> dict[str, Any]:
+    """The job's config as the run's process receives it: a model file's code travels in it (CODE), so a process
+    on another machine imports the code the study read, not whatever is at that path there."""
+    config = job.cfg.to_dict()
+    if job.cfg.model_sha256:
+        config[CODE] = files.registered(job.cfg.model_sha256).to_dict()
+    return config
+
+
 def remote_args(job: Job, folder: Path) -> tuple[dict[str, Any], str]:
     """(config, run folder) for worker.attempt() in a process another tool starts (Ray, Slurm): paths made
     absolute, since its working directory may be another; out and data_dir do not change a run's result."""
-    config = job.cfg.to_dict()
+    config = job_config(job)
     config["out"] = os.path.abspath(folder)
     data_dir = config["data_dir"] or os.environ.get("MNISTBENCH_DATA", "")
     config["data_dir"] = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else ""

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import FIELDS, Config, from_dict, parse_value, resolve, result_settings
 from ..errors import UserError
-from ..models import get_spec, list_models
+from ..models import display_name, get_spec, list_models
 from ..record import code_identity, read_code_identity, read_config, status
 from . import presets
 from .formatting import short
@@ -43,7 +43,7 @@ class StudySpec:
 class Job:
     """One model × seed of the study: its resolved config and its run folder (relative to the study)."""
 
-    model: str
+    model: str                # as rows, folders and the report name it (models.display_name of cfg.model)
     seed: int
     cfg: Config
     run_dir: str
@@ -82,14 +82,14 @@ def plan(spec: StudySpec) -> list[Job]:
     for budget in spec.budgets or (None,):
         for seed in range(base_seed, base_seed + spec.seeds):
             for m in spec.models:
-                folder = run_dir(m, seed, budget if spec.budgets else None, spec.budget_unit)
+                folder = run_dir(display_name(m), seed, budget if spec.budgets else None, spec.budget_unit)
                 settings = {**presets.preset_overrides(spec.preset, m), **per_model[m]}
                 if budget is not None:  # one budget replaces the preset's, seconds or FLOPs
                     settings.update({"budget_s": budget, "budget_flops": 0} if spec.budget_unit == "s" else
                                     {"budget_s": 0, "budget_flops": budget})
                 o = {**settings, "model": m, "seed": seed, "data_dir": spec.data_dir, "device": spec.device,
                      "quiet": spec.quiet, "out": str(spec.out / folder)}
-                jobs.append(Job(m, seed, resolve(o), folder, settings))
+                jobs.append(Job(display_name(m), seed, resolve(o), folder, settings))
     return jobs
 
 
@@ -98,18 +98,19 @@ def check_builds(jobs: Sequence[Job]) -> None:
     bad model option is one clear error before the first run instead of a failed row later."""
     import torch
 
-    from ..models import get_model, no_download_options
+    from ..config import model_spec
+    from ..models import no_download_options
 
     seen = set()
     for job in jobs:
         # weights that cannot be fetched are a run's failure (a failed row), not a typo: none are fetched here
-        options = no_download_options(job.model, job.cfg.model_args)
-        key = (job.model, json.dumps(options, sort_keys=True, default=str))
+        options = no_download_options(job.cfg.model, job.cfg.model_args, sha256=job.cfg.model_sha256)
+        key = (job.cfg.model, job.cfg.model_sha256, json.dumps(options, sort_keys=True, default=str))
         if key not in seen:
             seen.add(key)
             try:
                 with torch.device("meta"):
-                    get_model(job.model, **options)
+                    model_spec(job.cfg).create(**options)
             except UserError:
                 raise
             except Exception:  # noqa: BLE001 - not a settings error: the run itself will fail and say why
@@ -164,12 +165,16 @@ def rerun_command(spec: StudySpec) -> str:
 
 
 def check_models(models: Sequence[str] | None, seeds: int, preset: str) -> list[str]:
-    """The study's model list (default: all registered), checked with the seeds and preset before any work."""
+    """The study's model list (default: all registered), checked with the seeds and preset before any work: a
+    model file is imported here, and built and run on a meta batch when its configs are resolved."""
     models = list(models or list_models())
     for m in models:
         get_spec(m)
-    if len(set(models)) != len(models):
-        raise UserError(f"--models lists a model twice: {','.join(models)}")
+    shown = [display_name(m) for m in models]
+    if len(set(shown)) != len(shown):
+        twice = sorted({s for s in shown if shown.count(s) > 1})
+        raise UserError(f"--models names {', '.join(twice)} twice (a model file's model is named by its NAME): "
+                        f"{','.join(models)}")
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: need at least 1")
     presets.preset_overrides(preset, models[0])  # an unknown preset fails here, before any work

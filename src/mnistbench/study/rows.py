@@ -15,6 +15,7 @@ from ..budget import within_tolerance
 from ..errors import UserError
 from ..fsio import read_json, write_bytes, write_json
 from ..metrics import wilson_interval
+from ..models import display_name
 from ..record import SUMMARY, read_code_identity, read_config, read_summary
 
 RESULTS_JSON, RESULTS_CSV = "results.json", "results.csv"
@@ -70,8 +71,9 @@ def run_row(summary: Mapping[str, Any], config: Mapping[str, Any], *, run_dir: s
     budget, unit = budget_of(config)
     seen = s.get("images_seen", (s.get("budget") or {}).get("images_seen"))
     return {
-        "model": config["model"], "seed": config["seed"], "budget": budget, "budget_unit": unit, "status": "ok",
-        "error": "", "test_accuracy": s.get("test_accuracy"), "test_accuracy_low": low, "test_accuracy_high": high,
+        "model": display_name(config["model"]), "seed": config["seed"], "budget": budget, "budget_unit": unit,
+        "status": "ok", "error": "", "test_accuracy": s.get("test_accuracy"), "test_accuracy_low": low,
+        "test_accuracy_high": high,
         **{k: s.get(k) for k in ("test_macro_f1", "test_loss", "test_detection_loss", "train_seconds",
                                  "budget_error", "train_flops")},
         "time_to_99": (s.get("time_to_accuracy") or {}).get("0.99"),

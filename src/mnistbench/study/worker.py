@@ -1,9 +1,10 @@
 """One study run in the process it is given.
 
 `python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume", "reason_fd"} as
-JSON on stdin and trains. Exit 0: finished (summary.json written); 1: failed (error.txt: the one-line reason, a
-blank line, the traceback, where the disk takes it; the reason also goes to the pipe `reason_fd`, when given);
-130 / 143: interrupted after a checkpoint, like `mnistbench train`.
+JSON on stdin and trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0:
+finished (summary.json written); 1: failed (error.txt: the one-line reason, a blank line, the traceback, where
+the disk takes it; the reason also goes to the pipe `reason_fd`, when given); 130 / 143: interrupted after a
+checkpoint, like `mnistbench train`.
 
 attempt() is the same run as a function, for the executors that start the run's process themselves (Ray,
 Slurm) and may start it again after that process was killed: it resumes whatever the folder holds.
@@ -22,10 +23,14 @@ def run(config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
     failed (error.txt written), {"interrupted": exit status} when a signal stopped it after a checkpoint."""
     from ..config import from_dict
     from ..engine import Interrupted
+    from ..models import files
     from ..run import train
-    from .outcome import failed
+    from .outcome import CODE, failed
 
     try:
+        config = dict(config)
+        if config.get(CODE):  # the code the study read, kept under its hash before the config names it
+            files.register(files.ModelFile.from_dict(config.pop(CODE)))
         cfg = from_dict(config)
         return {"summary": train(cfg, resume_from=folder if resume else None)}
     except Interrupted as e:
