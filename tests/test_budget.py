@@ -32,6 +32,9 @@ def step_clock(ms_per_step):
     """A StepClock whose training seconds are ms_per_step(step) summed over the steps done: a machine whose
     step times are known exactly, so that what re-planning does is decided by the test, not by this CPU."""
     class Clock(engine.StepClock):
+        def peek(self):
+            return sum(ms_per_step(i) for i in range(self.state.global_step)) / 1000
+
         def stop(self):
             self.state.train_seconds = sum(ms_per_step(i) for i in range(self.state.global_step)) / 1000
             self.since = None
@@ -65,7 +68,8 @@ def test_a_budget_whose_steps_take_as_measured_keeps_its_plan(tmp_path, data_dir
 
 @pytest.mark.parametrize("ms, label", [(lambda i: 25, "2.5x slower than measured"),
                                        (lambda i: 4, "2.5x faster"),
-                                       (lambda i: 8 + 0.15 * i, "slowing down as it learns")])
+                                       (lambda i: 8 + 0.15 * i, "slowing down as it learns"),
+                                       (lambda i: 4 if i < 40 else 30, "7x slower after the first re-plan")])
 def test_a_budget_lands_on_its_seconds_when_steps_differ_from_the_measurement(tmp_path, data_dir, measured_10ms,
                                                                              monkeypatch, ms, label):
     monkeypatch.setattr(engine, "StepClock", step_clock(ms))

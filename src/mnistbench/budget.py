@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-REPLAN_AT = (0.1, 0.5, 0.9)  # fractions of the planned steps at which a seconds budget is re-planned
+REPLAN_AT = (0.1, 0.5, 0.9)  # fractions of the plan (its steps or its seconds) at which a seconds budget re-plans
 TOLERANCE, TOLERANCE_S = 0.03, 1.0  # a seconds budget holds when realized is within ±3 % or ±1 s of it
 FLOPS_PER_STEP_FACTOR = 3  # training FLOPs ≈ forward + backward ≈ 3 forward passes
 
@@ -77,13 +77,16 @@ class Plan:
         return _along(at, start, total, step, end), self.first_total
 
     # --- re-planning a seconds budget ------------------------------------------------------------------
-    def next_replan(self) -> int | None:
-        """The step after which the next re-plan happens, or None (no seconds budget, or none left)."""
-        if self.kind != "seconds" or len(self.replans) >= len(REPLAN_AT):
-            return None
-        last = self.replans[-1]["step"] if self.replans else 0
-        step = max(round(REPLAN_AT[len(self.replans)] * self.total_steps), last + 1)
-        return step if step < self.total_steps else None
+    def replan_due(self, step: int, seconds: float) -> bool:
+        """Whether to re-plan after `step` steps and `seconds` of training: at the next REPLAN_AT fraction of the
+        planned steps or of the budget's seconds, whichever comes first (a seconds budget only). The fraction of
+        the seconds catches steps that turn slower than planned, that of the steps steps that turn faster."""
+        if self.kind != "seconds" or len(self.replans) >= len(REPLAN_AT) or step >= self.total_steps:
+            return False
+        if self.replans and step <= self.replans[-1]["step"]:
+            return False
+        at = REPLAN_AT[len(self.replans)]
+        return step >= round(at * self.total_steps) or seconds >= at * self.budget["budget_s"]
 
     def replanned(self, step: int, step_seconds: float, train_seconds: float) -> Plan:
         """The plan after a re-plan at `step`: the remaining budget divided by the mean step time since the

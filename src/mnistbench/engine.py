@@ -127,7 +127,7 @@ class Trainer:
             if cfg.compile and not self._compiled:  # this process's first compiled step compiles: apart
                 st.compile_seconds += self.clock.discard()
                 self._compiled = True
-            if st.global_step == self.plan.next_replan():
+            if self._replan_due():
                 self._replan()
                 bar.total = self._epoch_steps()
             end = st.step_in_epoch == task.steps_per_epoch or st.global_step >= self.plan.total_steps
@@ -179,6 +179,17 @@ class Trainer:
         self.state.global_step += 1
         self.state.step_in_epoch += 1
         self.state.window_steps += 1
+
+    def _replan_due(self) -> bool:
+        """A re-plan now: one an interrupted process recorded at this step, else when the plan says so (under
+        torchrun, decided by rank 0 at the steps that log, so that every rank re-plans at the same step)."""
+        st = self.state
+        if self.replay:
+            return st.global_step == self.replay[0]["step"]
+        if self.group.active:
+            at_log = st.global_step % self.cfg.log_every == 0
+            return at_log and self.group.broadcast(self.plan.replan_due(st.global_step, self.clock.peek()))
+        return self.plan.replan_due(st.global_step, self.clock.peek())
 
     def _replan(self) -> None:
         """Re-plan a seconds budget from the mean step time since the previous re-plan (rank 0 measures and

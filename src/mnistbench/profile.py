@@ -5,6 +5,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,7 +66,15 @@ def forward_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated (CUDA), else the process's peak resident memory, in MiB."""
+    """Peak GPU memory allocated (CUDA), else this process's peak resident memory, in MiB.
+
+    On Linux the peak is VmHWM of /proc/self/status, which starts afresh in every process; getrusage's
+    ru_maxrss is a fallback elsewhere, since a child started by fork and exec inherits its parent's.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -80,6 +80,10 @@ class StepClock:
         self.since = None
         return self.state.train_seconds
 
+    def peek(self) -> float:
+        """The training seconds so far, without waiting for the device (a cheap, approximate reading)."""
+        return self.state.train_seconds + (time.perf_counter() - self.since if self.since is not None else 0.0)
+
     def lap(self) -> float:
         """stop() and start() again: the training seconds so far, the clock still running."""
         total = self.stop()
