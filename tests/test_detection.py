@@ -22,7 +22,8 @@ from mnistbench.errors import UserError
 from mnistbench.metrics import detection_metrics
 from mnistbench.models import frcnn_heads as batched
 from mnistbench.models import weights as wts
-from mnistbench.models.frcnn import BACKBONE_WEIGHTS, ROI_STRIDE, build
+from mnistbench.models.frcnn import build
+from mnistbench.models.frcnn_net import BACKBONE_WEIGHTS, ROI_STRIDE
 from mnistbench.tasks.detect import (
     DetectOptions,
     DetectTask,

@@ -11,15 +11,8 @@ from numerics import assert_within_rounding, rounding_bound
 
 from mnistbench.errors import UserError
 from mnistbench.models import weights as wts
-from mnistbench.models.transfer import (
-    ALEXNET,
-    ALEXNET_SPEC,
-    VGG16,
-    VGG16_SPEC,
-    InputAdapter,
-    TransferNet,
-    sum_first_conv,
-)
+from mnistbench.models.transfer import ALEXNET_SPEC, VGG16_SPEC
+from mnistbench.models.transfer_nets import ALEXNET, VGG16, InputAdapter, TransferNet, sum_first_conv
 
 ALEX_CACHE_NAME = "alexnet-owt-7be5be79.pth"
 STATS = wts.normalization(ALEXNET.weights)  # ImageNet mean and std, from torchvision's metadata

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from numerics import assert_within_rounding, reduction_length
 
-from mnistbench.models.transfer import ALEXNET, VGG16, build_transfer, pooled_linear
+from mnistbench.models.transfer import build
+from mnistbench.models.transfer_nets import ALEXNET, VGG16, pooled_linear
 
 
 def torchvision_forward(model, x):
@@ -23,7 +24,7 @@ def grads(model, logits, y):
 @pytest.mark.parametrize("bb,size", [(ALEXNET, 64), (ALEXNET, 96), (VGG16, 32)])
 def test_folded_forward_and_gradients_equal_torchvisions(bb, size):
     torch.manual_seed(0)
-    model = build_transfer(bb, image_size=size, pretrained=False, dropout=0.0)
+    model = build(bb.name, image_size=size, pretrained=False, dropout=0.0)
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 3, 7, 9])
     # The two paths add the same products in other orders. K: every layer's fan-in and weight-gradient sum
     # along the network (~30,000 for AlexNet at 96 px). In float64 they are the same function up to the
@@ -66,7 +67,7 @@ def test_pooled_linear_against_pool_then_linear(side, out):
 def test_active_dropout_before_the_layer_keeps_torchvisions_path():
     # AlexNet's classifier starts with dropout: in training it masks each pooled copy apart, so no fold
     torch.manual_seed(0)
-    model = build_transfer(ALEXNET, image_size=64, pretrained=False, dropout=0.5).train()
+    model = build("alexnet", image_size=64, pretrained=False, dropout=0.5).train()
     x = torch.randn(4, 1, 28, 28)
     torch.manual_seed(1)
     ours = model(x)
@@ -78,7 +79,7 @@ def test_active_dropout_before_the_layer_keeps_torchvisions_path():
 
 def test_the_fold_under_inference_mode_then_training():
     torch.manual_seed(0)
-    model = build_transfer(ALEXNET, image_size=64, pretrained=False, dropout=0.0)
+    model = build("alexnet", image_size=64, pretrained=False, dropout=0.0)
     x = torch.randn(2, 1, 28, 28)
     with torch.inference_mode():
         before = model(x)

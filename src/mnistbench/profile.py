@@ -1,6 +1,7 @@
 """Measured model costs: inference latency and throughput, FLOPs per image, peak memory."""
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import time
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from .device import Runtime
+from .fsio import cache_dir, write_json
 
 
 def median_seconds(call: Callable[[int], object], rt: Runtime, *, budget_s: float, min_calls: int = 3) -> float:
@@ -42,15 +44,35 @@ def latency_ms(model: nn.Module, rt: Runtime) -> float:
         return 1000 * median_seconds(lambda _: model(x), rt, budget_s=rt.timing_budget_s)
 
 
-def flops_per_image(model: nn.Module, device: torch.device) -> int | None:
-    """FLOPs of one forward pass on one 28 × 28 image (None if they cannot be counted)."""
-    return forward_flops(model, torch.zeros(1, 1, 28, 28, device=device))
-
-
-def forward_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
+def forward_flops(model: nn.Module, sample: torch.Tensor, key: str = "") -> int | None:
     """FLOPs of one eval-mode forward pass on `sample` (a batch of one), counted by torch.utils.flop_counter
     from the shapes of its matrix products and convolutions (the same on every machine); None if it fails. The
-    model's train/eval mode is restored."""
+    model's train/eval mode is restored.
+
+    The count is a property of the architecture, so with a `key` naming it (model, options, input shape) it is
+    kept in the user's cache folder and read from there next time: counting enters a torch dispatch mode,
+    which imports torch._dynamo, more than a small run's whole test pass costs.
+    """
+    cache = cache_dir() / FLOPS_CACHE
+    full_key = f"{key}|torch {torch.__version__}" if key else ""
+    if full_key:
+        known = _read_json(cache).get(full_key)
+        if isinstance(known, int):
+            return known
+    flops = _count(model, sample)
+    if full_key and flops is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, {**_read_json(cache), full_key: flops})
+        except OSError:  # a cache that cannot be written only means counting again next time
+            pass
+    return flops
+
+
+FLOPS_CACHE = "flops.json"
+
+
+def _count(model: nn.Module, sample: torch.Tensor) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -63,6 +85,14 @@ def forward_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
         return None
     finally:
         model.train(was_training)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def peak_memory_mb(device: torch.device) -> float:

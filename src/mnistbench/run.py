@@ -1,6 +1,7 @@
 """Library entry points: train(cfg) runs one model end to end; evaluate_run(dir) re-tests a saved run."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -130,6 +131,8 @@ def _train(cfg: Config, group: Group, folder: str | os.PathLike, resume_from: st
     summary = {"model": display_name(cfg.model), "dataset": cfg.dataset, "run_dir": str(run.folder), **tested}
     summary.update(_timings(state, cfg, plan, task.steps_per_epoch, len(splits.train_x)))
     summary.update(_costs(model, rt, group))
+    if model_spec(cfg).task == "classify":  # a detector's sample is a scene: flops_per_sample says it
+        summary["flops_per_image"] = plan.flops_per_sample
     summary["machine"] = machine(rt.device)
     summary["wall_seconds"] = time.perf_counter() - wall0  # through profiling; figures are drawn after
     run.write_summary(summary)
@@ -166,8 +169,10 @@ def _plan(cfg: Config, model: torch.nn.Module, splits: Splits, base: Runtime, re
         return resumed_plan(Plan.from_dict(resume["plan"]), cfg, make_task(cfg, splits, base).steps_per_epoch)
     rt, step_ms, source = choose_runtime(model, cfg, base, lambda r: group.shard(make_task(cfg, splits, r)))
     task = make_task(cfg, splits, rt)
+    sample = task.sample()
+    key = json.dumps([cfg.model, cfg.model_sha256, cfg.model_args, list(sample.shape), rt.precision], default=str)
     with rt.autocast():
-        flops = forward_flops(model, task.sample())
+        flops = forward_flops(model, sample, key=key)
     return make_plan(model, cfg, rt, group.shard(task), step_ms, source, flops)
 
 

@@ -16,8 +16,6 @@ same things on padded (B, N, ...) tensors with the modules, thresholds and box c
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import RoIHeads
@@ -27,15 +25,10 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import roi_align
 
+from .boxes import Padded
+
 PRE_NMS_DETECTIONS = 128  # class-boxes per image entering the final NMS
 
-
-class Padded(NamedTuple):
-    """Per-image boxes padded to a common count: boxes (B, N, 4), labels (B, N), valid (B, N)."""
-
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    valid: torch.Tensor
 
 
 def pad_targets(targets: list[dict[str, torch.Tensor]]) -> Padded:

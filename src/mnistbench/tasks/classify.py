@@ -25,7 +25,7 @@ from ..data.pipeline import (
 )
 from ..device import Runtime
 from ..metrics import classification_report, misclassified
-from ..profile import flops_per_image, latency_ms
+from ..profile import latency_ms
 
 if TYPE_CHECKING:
     from ..record import RunRecord
@@ -100,11 +100,10 @@ class ClassifyTask:
                 "val_accuracy": (logits.argmax(1) == y).float().mean().item(), "val_images": len(y)}
 
     def test(self, model: nn.Module, run: RunRecord | None = None) -> dict[str, Any]:
-        """Test metrics, FLOPs per image, large-batch throughput (the test pass itself, timed) and, when
+        """Test metrics, large-batch throughput (the test pass itself, timed) and, when
         configured, batch-1 latency; "predictions" holds the predicted class of every test image (train() writes
         them to their own file)."""
         out = test_metrics(model, self.splits, rt=self.rt, batch_size=self.cfg.eval_batch_size, tta=self.cfg.tta)
-        out["flops_per_image"] = flops_per_image(model, self.rt.device)
         if self.cfg.inference_benchmark:
             out["inference_ms_per_image"] = latency_ms(model, self.rt)
         return out

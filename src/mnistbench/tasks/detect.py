@@ -22,7 +22,7 @@ from ..device import Runtime
 from ..errors import UserError
 from ..metrics import classification_report, detection_metrics, misclassified
 from ..models import get_spec
-from ..models.frcnn_heads import Padded
+from ..models.boxes import Padded
 from ..profile import median_seconds
 from ..record import DETECTIONS
 
