@@ -26,14 +26,15 @@ def tiny_args(data_dir, out, *extra):
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     # through the real console entry point, as a new user runs it: an empty HOME, no --data-dir and no
-    # $MNISTBENCH_DATA, so MNIST comes from the package and nothing is downloaded or cached
+    # $MNISTBENCH_DATA, so MNIST comes from the package and nothing is downloaded
     home = tmp_path_factory.mktemp("empty-home")
     env = {k: v for k, v in os.environ.items() if k != "MNISTBENCH_DATA"} | {"HOME": str(home)}
     proc = subprocess.run([sys.executable, "-m", "mnistbench", *tiny_args(None, out)], capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and "(2 epochs, " in proc.stdout
-    assert not (home / ".cache" / "mnistbench").exists()
+    cache = home / ".cache" / "mnistbench"  # the user's cache: the model's FLOP count, no data
+    assert not (cache / "mnist").exists() and sorted(p.name for p in cache.iterdir()) == ["flops.json"]
     return out
 
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY
 
 from mnistbench.cli import main
-from mnistbench.config import resolve
+from mnistbench.config import model_spec, resolve
 from mnistbench.models import files, get_spec
 from mnistbench.models.trust import TRUSTED, is_trusted
 from mnistbench.record import CONFIG, MODEL_SOURCE, SUMMARY
@@ -159,10 +159,10 @@ def test_options_recipes_and_the_hash_of_what_was_read(net_file, tmp_path):
     cfg = resolve({"model": f"{net_file}:Tiny", "width": "6"})
     assert dict(cfg.model_args) == {"width": 6} and (cfg.epochs, cfg.lr, cfg.batch_size) == (1, 5e-3, 64)
     assert cfg.model_sha256 == files.read_file(str(net_file)).sha256 and is_trusted(cfg.model_sha256)
-    assert cfg.spec.create(width=2).conv.out_channels == 2
-    assert cfg.spec.about == "A two-layer convolutional net for tests."
+    assert model_spec(cfg).create(width=2).conv.out_channels == 2
+    assert model_spec(cfg).about == "A two-layer convolutional net for tests."
     builder = resolve({"model": f"{net_file}:make_tiny"})  # a function returning a module is a model too
-    assert builder.spec.source == str(net_file) and builder.spec.task == "classify"
+    assert model_spec(builder).source == str(net_file) and model_spec(builder).task == "classify"
     # without RECIPES: the cnn's default recipe, less the cnn's own options
     plain = write(tmp_path / "plain.py", TINY_NET.replace("RECIPES =", "_UNUSED ="))
     cnn = get_spec("cnn").recipes["default"]
@@ -172,8 +172,8 @@ def test_options_recipes_and_the_hash_of_what_was_read(net_file, tmp_path):
     frozen = resolve({"model": f"{plain}:Tiny"})
     without_bias = TINY_NET.replace("RECIPES =", "_UNUSED =").replace("width * 12 * 12, 10", "width * 144, 10, False")
     plain.write_text(without_bias)
-    assert frozen.spec.create().fc.bias is not None
-    assert resolve({"model": f"{plain}:Tiny"}).spec.create().fc.bias is None
+    assert model_spec(frozen).create().fc.bias is not None
+    assert model_spec(resolve({"model": f"{plain}:Tiny"})).create().fc.bias is None
 
 
 def test_the_run_folder_keeps_a_copy_and_where_it_came_from(trained, net_file):

@@ -16,7 +16,7 @@ from test_own_model import TINY_NET
 
 import mnistbench
 from mnistbench.cli import main
-from mnistbench.config import resolve
+from mnistbench.config import model_spec, resolve
 from mnistbench.errors import UserError
 from mnistbench.models import files, get_spec, list_models, plugins
 from mnistbench.models.objects import module_source, ref_of
@@ -135,7 +135,7 @@ def test_an_installed_model_is_listed_with_its_source_and_trains_like_a_builtin(
     spec = get_spec("tinynet")
     assert spec.source == "entry point mynets:Tiny (mynets 1.0)" and spec.recipes["default"]["lr"] == 5e-3
     cfg = resolve({"model": "tinynet", "width": "2"})
-    assert cfg.model_sha256 == "" and cfg.spec.create(**cfg.model_args).conv.out_channels == 2
+    assert cfg.model_sha256 == "" and model_spec(cfg).create(**cfg.model_args).conv.out_channels == 2
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "tinynet" in out and "from: entry point mynets:Tiny (mynets 1.0)" in out
@@ -176,7 +176,7 @@ def test_a_class_is_written_as_source_with_what_it_uses():
     files.set_latest(f"{files.NOTEBOOK}:Notebooky", mf.sha256)
     cfg = resolve({"model": f"{files.NOTEBOOK}:Notebooky"})  # imported from the text alone, checked, built
     torch.manual_seed(0)
-    built = cfg.spec.create(width=3)
+    built = model_spec(cfg).create(width=3)
     torch.manual_seed(0)
     assert torch.equal(built(torch.ones(2, 1, 28, 28)), Notebooky(width=3)(torch.ones(2, 1, 28, 28)))
 

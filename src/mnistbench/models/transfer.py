@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
 from .spec import ModelSpec
 
 ADAPTERS = ("repeat", "sum")
@@ -23,7 +24,16 @@ DEFAULT_IMAGE_SIZE = {"vgg16": 32, "alexnet": 64}
 def build(backbone: str, *, image_size: int, pretrained: bool = True, weights: str = "", in_adapter: str = "repeat",
           finetune: str = "auto", backbone_lr_scale: float = 0.1, dropout: float = 0.5, init: str = "he"
           ) -> nn.Module:
-    """torchvision's `backbone` adapted to digits: transfer_nets.build_transfer, with these options."""
+    """torchvision's `backbone` adapted to digits: transfer_nets.build_transfer, with these options (checked here,
+    before torchvision is imported)."""
+    if in_adapter not in ADAPTERS:
+        raise UserError(f"in_adapter must be one of {ADAPTERS}; got {in_adapter!r}")
+    if finetune not in FINETUNES:
+        raise UserError(f"finetune must be one of {FINETUNES}; got {finetune!r}")
+    if init not in INITS:
+        raise UserError(f"init must be one of {INITS}; got {init!r}")
+    if not 0.0 <= dropout < 1.0 or backbone_lr_scale <= 0:
+        raise UserError(f"{backbone} needs 0 <= dropout < 1 and backbone_lr_scale > 0")
     from .transfer_nets import BACKBONES, build_transfer
 
     return build_transfer(BACKBONES[backbone], image_size=image_size, pretrained=pretrained, weights=weights,

@@ -23,7 +23,6 @@ from torchvision.models import WeightsEnum
 
 from ..errors import UserError
 from . import weights as wts
-from .transfer import ADAPTERS, FINETUNES, INITS
 
 
 @dataclass(frozen=True)
@@ -173,14 +172,6 @@ def build_transfer(bb: Backbone, *, image_size: int, pretrained: bool, weights: 
     if image_size < bb.min_image_size:
         raise UserError(f"{bb.name} needs image_size >= {bb.min_image_size} (smaller inputs vanish in its "
                         f"pooling layers); got {image_size}")
-    if in_adapter not in ADAPTERS:
-        raise UserError(f"in_adapter must be one of {ADAPTERS}; got {in_adapter!r}")
-    if finetune not in FINETUNES:
-        raise UserError(f"finetune must be one of {FINETUNES}; got {finetune!r}")
-    if init not in INITS:
-        raise UserError(f"init must be one of {INITS}; got {init!r}")
-    if not 0.0 <= dropout < 1.0 or backbone_lr_scale <= 0:
-        raise UserError(f"{bb.name} needs 0 <= dropout < 1 and backbone_lr_scale > 0")
     state, source = wts.resolve(bb.weights, pretrained=pretrained, file=weights)
     if finetune == "auto":
         finetune = "full" if state is None else "discriminative"
