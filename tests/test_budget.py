@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import torch
-from conftest import TINY
+from helpers import TINY, records
 
 from mnistbench import calibrate, engine
 from mnistbench.budget import REPLAN_AT, Plan, seconds_plan, within_tolerance
@@ -22,10 +22,6 @@ BUDGETED = {**TINY, "width": 8, "train_limit": 2048, "batch_size": 32, "budget_s
 
 def _cfg(tmp_path, data_dir, **extra):
     return resolve({**BUDGETED, "data_dir": str(data_dir), "out": str(tmp_path / "run"), **extra})
-
-
-def _records(run, kind):
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
 def step_clock(ms_per_step):
@@ -58,8 +54,8 @@ def test_a_budget_whose_steps_take_as_measured_keeps_its_plan(tmp_path, data_dir
     assert s["train_seconds"] == pytest.approx(1.5) and s["budget_error"] == pytest.approx(0, abs=1e-9)
     assert [r["step"] for r in s["replans"]] == [15, 75, 135]  # at 10 %, 50 % and 90 % of the plan
     assert all(r["planned_before"] == r["planned_after"] == 150 for r in s["replans"])
-    assert [v["step"] for v in _records(tmp_path / "run", "val")] == [50, 100, 150]
-    assert _records(tmp_path / "run", "replan") == [{"kind": "replan", **r} for r in s["replans"]]
+    assert [v["step"] for v in records(tmp_path / "run", "val")] == [50, 100, 150]
+    assert records(tmp_path / "run", "replan") == [{"kind": "replan", **r} for r in s["replans"]]
     # 2048 images / 32 = 64 steps per epoch; summary.json rounds epochs_completed to 4 decimals (within 0.5e-4)
     assert s["epochs_completed"] == pytest.approx(150 / 64, abs=0.5e-4)
     plan = json.loads((tmp_path / "run" / "config.json").read_text())["plan"]
@@ -77,7 +73,7 @@ def test_a_budget_lands_on_its_seconds_when_steps_differ_from_the_measurement(tm
     assert within_tolerance(3.0, s["budget_error"]), (label, s["train_seconds"], s["replans"])
     assert s["steps"] == s["planned_steps"] == s["replans"][-1]["planned_after"]
     # the schedule completed its shape: the last step's learning rate is the schedule's end, not a mid-point
-    lrs = [r["lr"] for r in _records(tmp_path / "run", "train")]
+    lrs = [r["lr"] for r in records(tmp_path / "run", "train")]
     assert lrs[-1] < 1e-4 * max(lrs) and max(lrs) == pytest.approx(1e-2, rel=0.05)  # the recipe's peak lr
 
 
@@ -85,7 +81,9 @@ def test_the_schedule_over_replanned_steps_is_continuous_and_complete():
     plan = seconds_plan(10.0, 0.01, 32, 4, precision="fp32")  # 1,000 steps
     plan = plan.replanned(100, 0.02, 2.0).replanned(300, 0.02, 6.0)  # steps take twice the measurement
     assert [r["planned_after"] for r in plan.replans] == [500, 500] and plan.total_steps == 500
-    assert plan.val_steps == (125, 250, 375, 500)
+    assert plan.val_steps == (125, 250, 375, 500)  # four validations in all, on an even grid over the new plan
+    shrunk = seconds_plan(10.0, 0.01, 32, 4, precision="fp32").replanned(600, 0.04, 9.0)  # 250 and 500 passed
+    assert shrunk.val_steps == (250, 500, 612, 625) and shrunk.total_steps == 625
     factor = [lr_factor("onecycle", 0.3, *plan.schedule_step(s)) for s in range(plan.total_steps)]
     jumps = max(abs(a - b) for a, b in zip(factor, factor[1:]))
     assert jumps < 0.02 and factor[-1] < 1e-3 and max(factor) == pytest.approx(1.0, abs=1e-3)
@@ -106,7 +104,7 @@ def test_a_budgeted_resume_keeps_the_recorded_plan(tmp_path, data_dir, measured_
     with pytest.raises(engine.Interrupted):
         train(_cfg(tmp_path, data_dir))
     monkeypatch.setattr(engine.Trainer, "_step", real_step)
-    before = [r["planned_after"] for r in _records(tmp_path / "run", "replan")]
+    before = [r["planned_after"] for r in records(tmp_path / "run", "replan")]
 
     def no_measuring(*a):
         raise AssertionError("a resumed run must not re-measure its plan")
@@ -246,7 +244,7 @@ def test_fractional_epochs_stop_part_way_through_the_last_epoch(tmp_path, data_d
     # 2048 training images at batch 32: 64 steps per epoch; 1.5 epochs = 96 steps, validated at 64 and 96
     s = train(_cfg(tmp_path, data_dir, budget_s=0.0, epochs="1.5"))
     assert s["steps"] == s["planned_steps"] == 96 and s["epochs_completed"] == 1.5
-    assert [v["step"] for v in _records(tmp_path / "run", "val")] == [64, 96]
+    assert [v["step"] for v in records(tmp_path / "run", "val")] == [64, 96]
     assert calibrate.epoch_steps(0.001, 64) == (1, (1,))  # never zero steps
     assert calibrate.epoch_steps(2, 64) == (128, (64, 128))
     assert REPLAN_AT == (0.1, 0.5, 0.9)

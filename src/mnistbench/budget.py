@@ -90,7 +90,7 @@ class Plan:
 
     def replanned(self, step: int, step_seconds: float, train_seconds: float) -> Plan:
         """The plan after a re-plan at `step`: the remaining budget divided by the mean step time since the
-        previous re-plan (`step_seconds`), validations re-laid over the new total (those passed are kept)."""
+        previous re-plan (`step_seconds`); the validations still to come kept on an even grid over the new total."""
         left = self.budget["budget_s"] - train_seconds
         more = round(left / step_seconds) if step_seconds > 0 and math.isfinite(step_seconds) else 0
         total = max(step + 1, step + more)
@@ -101,8 +101,12 @@ class Plan:
     def with_replan(self, record: dict[str, Any]) -> Plan:
         """This plan with a re-plan applied (a new one, or one replayed from a record on resume)."""
         step, total = record["step"], record["planned_after"]
-        later = even_steps(total, self.val_points or len(self.val_steps))
-        val_steps = tuple(sorted({s for s in self.val_steps if s <= step} | {s for s in later if s > step}))
+        passed = [s for s in self.val_steps if s <= step]
+        left = max(1, (self.val_points or len(self.val_steps)) - len(passed))  # the validations still to come
+        later = even_steps(total, len(passed) + left)[-left:]  # where they fall on an even grid over the new plan
+        if later[0] <= step:  # the plan shrank past them: spread them over the steps left instead
+            later = tuple(step + round((total - step) * k / left) for k in range(1, left + 1))
+        val_steps = tuple(sorted({*passed, *later}))
         return replace(self, total_steps=total, val_steps=val_steps, replans=(*self.replans, dict(record)))
 
 
