@@ -28,13 +28,15 @@ from .fsio import cache_dir, write_json
 from .optim import make_optimizer
 
 WARMUP_STEPS = 1                  # untimed: the first step builds kernels and caches
-MIN_STEPS, MAX_SECONDS = 3, 2.0   # timed: at least 2 steps, then stop at 3 steps or 2 s
+MIN_STEPS, MAX_SECONDS = 3, 2.0   # timed to choose a precision: at least 2 steps, then stop at 3 steps or 2 s
+BUDGET_STEPS = 1                  # timed for a budget's first plan: one step; the run re-plans from its own
 BF16_MARGIN = 0.85                # auto keeps bf16 only when its step takes < 85 % of fp32's
 PRECISION_CACHE = "precision.json"
 
 
-def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime) -> float:
-    """Median wall time of one training step (forward, backward, optimizer) under `rt`; `model` is unchanged."""
+def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime, steps: int = MIN_STEPS) -> float:
+    """Median wall time of one training step (forward, backward, optimizer) under `rt`, over `steps` timed steps
+    after a warm-up (fewer when they pass MAX_SECONDS); `model` is unchanged."""
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rng, cuda_rng = torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     opt = make_optimizer(model, cfg)
@@ -52,7 +54,7 @@ def step_seconds(model: nn.Module, task: Any, cfg: Config, rt: Runtime) -> float
             rt.sync()
             if i >= WARMUP_STEPS:
                 times.append(time.perf_counter() - t)
-            if len(times) >= MIN_STEPS or (len(times) >= 2 and sum(times) > MAX_SECONDS):
+            if len(times) >= steps or (len(times) >= 2 and sum(times) > MAX_SECONDS):
                 break
     except StopIteration:  # an epoch shorter than the calibration: what was timed is enough
         pass
@@ -136,7 +138,7 @@ def make_plan(model: nn.Module, cfg: Config, rt: Runtime, task: Any, step_ms: di
         return flops_plan(cfg.budget_flops, flops_per_sample, cfg.batch_size, cfg.val_points,
                           **{k: v for k, v in common.items() if k != "flops_per_sample"})
     if cfg.budget_s:
-        seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt)
+        seconds = step_ms[rt.precision] / 1000 if step_ms else step_seconds(model, task, cfg, rt, BUDGET_STEPS)
         return seconds_plan(cfg.budget_s, seconds, cfg.batch_size, cfg.val_points, **common)
     return Plan(*epoch_steps(cfg.epochs, task.steps_per_epoch), **common)
 
