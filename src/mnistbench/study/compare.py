@@ -151,9 +151,9 @@ def _execute(spec: StudySpec, jobs: list[Job], meta: dict[str, Any], log: Callab
         clock.stop()
         log(f"{_head(jobs, job)}: {_said(rows[job.run_dir])}")
 
-    log(f"compare: {len(spec.models)} models × {spec.seeds} seed{'s' * (spec.seeds > 1)}"
-        + (f" × {len(spec.budgets)} budgets" if spec.budgets else "") + f", preset {spec.preset}, in {spec.out} "
-        f"({len(jobs) - clock.todo} of {len(jobs)} runs already done)")
+    budgets = f" × {len(spec.budgets)} budget{'s' * (len(spec.budgets) > 1)}" if spec.budgets else ""
+    log(f"compare: {len(spec.models)} models × {spec.seeds} seed{'s' * (spec.seeds > 1)}{budgets}, "
+        f"preset {spec.preset}, in {spec.out} ({len(jobs) - clock.todo} of {len(jobs)} runs already done)")
     for job in jobs:
         if states[job.run_dir] == "done":
             rows[job.run_dir] = read_row(spec.out, job.run_dir, preset=spec.preset)

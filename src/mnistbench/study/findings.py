@@ -182,8 +182,8 @@ def _disagreement_findings(an: Analysis) -> list[str]:
     if len(errs) < 2 or not n:
         return []
     models = list(errs)
-    where = f"Among the first {n} test images" if n < max(an.reps[m]["row"]["test_images"] for m in models) \
-        else f"Among the {n} test images"
+    where = f"Among the first {n:,} test images" if n < max(an.reps[m]["row"]["test_images"] for m in models) \
+        else f"Among the {n:,} test images"
     counts = Counter(i for e in errs.values() for i in e)
     out = []
     if counts:
