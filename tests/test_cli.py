@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import records
 
 from mnistbench.cli import main
 
@@ -64,9 +65,9 @@ def test_config_and_metrics_records(run_dir):
     # the resolved config: every builder option, the one set and the defaults
     assert cfg["config"]["model_args"] == {"width": 8, "dropout": 0.0} and cfg["config"]["epochs"] == 2
     assert {"torch", "torchvision", "python"} <= set(cfg["versions"]) and cfg["device"].startswith("cpu")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    val = [r for r in records if r["kind"] == "val"]
-    train = [r for r in records if r["kind"] == "train"]
+    logged = records(run_dir)
+    val = [r for r in logged if r["kind"] == "val"]
+    train = [r for r in logged if r["kind"] == "train"]
     assert [r["epoch"] for r in val] == [1, 2]
     assert train and all({"step", "loss", "train_seconds", "time"} <= set(r) for r in train)
     assert all({"val_loss", "val_accuracy", "train_seconds"} <= set(r) for r in val)

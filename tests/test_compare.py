@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MLP, SMALL, STUDY_SETS, build_mlp
+from helpers import MLP, SMALL, STUDY_SETS, build_mlp, records
 from torch import nn
 
 import mnistbench.run
@@ -162,8 +162,7 @@ def test_ctrl_c_in_training_checkpoints_and_the_rerun_resumes_that_run(tmp_path,
     monkeypatch.setattr(engine.Trainer, "_step", real_step)
     assert main(args) == 0
     assert "resuming from its checkpoint" in capsys.readouterr().err
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["kind"] == "train"]
+    steps = [r["step"] for r in records(run, "train")]
     assert steps == sorted(set(steps)) and steps[-1] == SMALL["train_limit"] // SMALL["batch_size"]
     assert [r["status"] for r in _rows(out)] == ["ok"]
 

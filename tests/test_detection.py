@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import fake_digits
+from helpers import fake_digits
 from numerics import assert_within, assert_within_rounding, roi_align_k, rounding_bound
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import TINY
+from helpers import TINY, records
 from numerics import assert_within_rounding, reduction_length
 
 from mnistbench.config import resolve
@@ -89,8 +89,7 @@ def test_two_gloo_ranks_train_exactly_what_one_process_trains(tmp_path, data_dir
         assert torch.equal(together[key], ranks[0][key])
     # the logged loss is the mean over the ranks' shards: the single process's loss of the whole batch, up to the
     # rounding of the forward's sums (K) on losses of their own size, plus what the weights' gap moves them
-    losses = [[r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-               if r["kind"] == "train"] for d in (one, two)]
+    losses = [[r["loss"] for r in records(d, "train")] for d in (one, two)]
     assert len(losses[0]) == steps
     assert_within_rounding(torch.tensor(losses[1]), torch.tensor(losses[0]), k, what="loss")
     summary = json.loads((two / "summary.json").read_text())
@@ -127,11 +126,11 @@ def test_torchrun_writes_one_run_folder_and_resumes_after_sigterm(tmp_path, data
     files = {p.name for p in out.iterdir()}
     assert files == {"config.json", "metrics.jsonl", "summary.json", "predictions.json", "model.pt", "checkpoint.pt",
                      "curves.png", "confusion.png"}, files
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in records if r["kind"] == "train"]
+    logged = records(out)
+    steps = [r["step"] for r in logged if r["kind"] == "train"]
     total = 2 * (4096 // 32)
     assert steps == sorted(set(steps)) and steps[-1] == total and 0 < stopped_at < total
-    assert [r["epoch"] for r in records if r["kind"] == "val"] == [1, 2]
+    assert [r["epoch"] for r in logged if r["kind"] == "val"] == [1, 2]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distributed"]["world_size"] == 2 and summary["steps"] == total
 

@@ -1,9 +1,8 @@
 """The training engine: it can fit, it selects on validation, it schedules and logs what it says."""
-import json
 
 import pytest
 import torch
-from conftest import TINY
+from helpers import TINY, records
 
 from mnistbench.config import resolve
 from mnistbench.run import train
@@ -15,16 +14,15 @@ def test_overfits_a_tiny_batch(tmp_path, data_dir):
                    "log_every": 1, "dropout": 0.0, "weight_decay": 0.0, "data_dir": str(data_dir),
                    "out": str(tmp_path / "run"), "precision": "fp32", "label_smoothing": 0.0})
     train(cfg)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    logged = records(tmp_path / "run")
+    losses = [r["loss"] for r in logged if r["kind"] == "train"]
     assert len(losses) == 60 and losses[-1] < 0.05 < losses[0]
 
 
 def test_best_validation_weights_are_kept(tmp_path, data_dir):
     cfg = resolve({**TINY, "epochs": 3, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r")})
     s = train(cfg)
-    val = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(line)["kind"] == "val"]
+    val = records(tmp_path / "r", "val")
     best = max(range(3), key=lambda i: val[i]["val_accuracy"])
     assert s["best_epoch"] == best + 1 and s["best_val_accuracy"] == val[best]["val_accuracy"]
     saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
@@ -40,8 +38,7 @@ def test_model_pt_is_written_per_new_best_and_not_again_at_the_end(tmp_path, dat
     cfg = resolve({**TINY, "epochs": 2, "width": 8, "data_dir": str(data_dir), "out": str(tmp_path / "r"),
                    "checkpoints": checkpoints})
     train(cfg)
-    val = [json.loads(line)["val_accuracy"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(line)["kind"] == "val"]
+    val = [r["val_accuracy"] for r in records(tmp_path / "r", "val")]
     new_bests = sum(v > max(val[:i], default=0.0) for i, v in enumerate(val))
     # with checkpoints: at each validation that found new best weights (none after training); else once, at the end
     assert writes.count("model.pt") == (new_bests if checkpoints else 1)
@@ -108,9 +105,9 @@ def test_a_validation_subset_while_training_and_a_choice_decided_on_the_whole_sp
     cfg = resolve({**TINY, "epochs": 2, "width": 8, "val_subset": 100, "data_dir": str(data_dir),
                    "out": str(tmp_path / "r")})
     s = train(cfg)
-    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    select = [r for r in records if r["kind"] == "select"]
-    assert [r["val_images"] for r in records if r["kind"] == "val"] == [100, 100]
+    logged = records(tmp_path / "r")
+    select = [r for r in logged if r["kind"] == "select"]
+    assert [r["val_images"] for r in logged if r["kind"] == "val"] == [100, 100]
     if subset_winner == 1:  # the last checkpoint leads: nothing to choose, the whole split is never scored
         assert select == [] and calls == [(False, 100), (False, 100)] and s["best_step"] == 16
         return

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import STUDY_SETS
+from helpers import STUDY_SETS, records
 
 from mnistbench.errors import UserError
 from mnistbench.record import PREDICTIONS
@@ -61,12 +61,12 @@ def _check_against_local(rows: list[dict], out: Path, reference: Path, marker: P
         assert {k: r[k] for k in SAME} == {k: local[r["run_dir"]][k] for k in SAME}
         assert (out / r["run_dir"] / PREDICTIONS).read_text() == (reference / r["run_dir"] / PREDICTIONS).read_text()
     assert marker.exists()  # the cnn run's process was killed at step 3 ...
-    records = [json.loads(line) for line in (out / "runs/cnn-seed0/metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in records if r["kind"] == "train"]
+    logged = records(out / "runs/cnn-seed0")
+    steps = [r["step"] for r in logged if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == STUDY_SETS["train_limit"] // STUDY_SETS["batch_size"]
     # ... and its rerun resumed from the step-2 checkpoint: the same records as the uninterrupted local run
-    ref = [json.loads(line) for line in (reference / "runs/cnn-seed0/metrics.jsonl").read_text().splitlines()]
-    assert [r.get("loss") for r in records] == [r.get("loss") for r in ref]
+    ref = records(reference / "runs/cnn-seed0")
+    assert [r.get("loss") for r in logged] == [r.get("loss") for r in ref]
     assert json.loads((out / "results.json").read_text())["study"]["executor"] == executor
 
 

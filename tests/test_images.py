@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import encode, upscale
+from helpers import encode, upscale
 from PIL import Image
 
 from mnistbench.data import images

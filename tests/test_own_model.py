@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
 from mnistbench.cli import main
 from mnistbench.config import model_spec, resolve

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, TINY
+from helpers import SMALL, TINY
 from test_own_model import TINY_NET
 
 import mnistbench

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import encode, fresh_run, trained_cnn, upscale
+from helpers import encode, fresh_run, upscale
 from PIL import Image
 
 from mnistbench.cli import main
@@ -34,8 +34,8 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory, data_dir):
-    return trained_cnn(tmp_path_factory, data_dir)
+def cnn_run(trained_cnn):
+    return trained_cnn
 
 
 def predict_json(capsys, *args) -> tuple[int, list, str]:

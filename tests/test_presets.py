@@ -1,7 +1,7 @@
 """Study presets: every key a preset gives is one the model takes; the quick preset's budget and batches."""
 from __future__ import annotations
 
-from conftest import MLP
+from helpers import MLP
 
 from mnistbench import models
 from mnistbench.config import resolve

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import records
 
 from mnistbench.cli import main
 from mnistbench.metrics import holm, mcnemar_exact, t_test_paired
@@ -180,8 +181,8 @@ def test_a_reversal_in_the_predictions_files_is_mixed_and_a_one_image_gap_none(s
 def test_time_to_99_states_the_spacing_and_does_not_rank_within_it(study):
     an = analyse(study, *read_results(study))
     for label in ("cnn", "vit"):  # one validation per run (one epoch): the spacing is that validation's time
-        times = [max(json.loads(line)["train_seconds"] for line in (run["folder"] / "metrics.jsonl").open()
-                     if json.loads(line).get("kind") == "val") for run in an.runs if run["row"]["model"] == label]
+        times = [max(r["train_seconds"] for r in records(run["folder"], "val"))
+                 for run in an.runs if run["row"]["model"] == label]
         assert an.val_spacing[label] == pytest.approx(max(times))
     aggs = [dict(a) for a in an.aggs]
     spacing = {"cnn": 5.0, "vit": 5.0}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import records
 
 from mnistbench.cli import main
 
@@ -31,8 +32,8 @@ def train_cmd(data_dir, out) -> list[str]:
 def outcome(run: Path) -> tuple[dict, list]:
     """Final weights and the metric values (times left out: they differ between runs by nature)."""
     weights = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    values = [{k: v for k, v in r.items() if k not in ("time", "train_seconds", "val_seconds")} for r in records]
+    logged = records(run)
+    values = [{k: v for k, v in r.items() if k not in ("time", "train_seconds", "val_seconds")} for r in logged]
     return weights, values
 
 

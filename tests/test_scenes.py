@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import fake_digits
+from helpers import fake_digits
 
 from mnistbench.data.scenes import centered, digit_boxes, digit_pool, make_scenes
 from mnistbench.tasks.detect import box_lists, padded_targets

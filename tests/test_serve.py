@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
-from conftest import encode, fresh_run, trained_cnn
+from helpers import encode, fresh_run
 from numerics import reduction_length, rounding_bound
 from PIL import Image
 
@@ -63,9 +63,9 @@ def serving(models: Models):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, data_dir):
+def server(trained_cnn):
     """(base URL, Models): the trained CNN on a real server."""
-    models = Models.load([trained_cnn(tmp_path_factory, data_dir)], device="cpu")
+    models = Models.load([trained_cnn], device="cpu")
     with serving(models) as url:
         yield url, models
 
@@ -233,12 +233,12 @@ def test_the_page_and_the_models_list(server):
 
 
 # --- study folders, several data sets, a detector; the command line -------------------------------
-def test_a_study_serves_its_finished_runs_each_with_its_own_recipe(tmp_path, tmp_path_factory, data_dir, test_set):
+def test_a_study_serves_its_finished_runs_each_with_its_own_recipe(tmp_path, trained_cnn, test_set):
     """cnn (MNIST), an untrained Fashion-MNIST cnn and an untrained detector from a study's results.json; its
     failed run is left out."""
     study, x, y = tmp_path / "study", *test_set
     (study / "runs").mkdir(parents=True)
-    (study / "runs" / "cnn-seed0").symlink_to(trained_cnn(tmp_path_factory, data_dir))
+    (study / "runs" / "cnn-seed0").symlink_to(trained_cnn)
     fresh_run(study / "runs" / "cnn-fashion", "cnn", dataset="fashion-mnist")
     fresh_run(study / "runs" / "frcnn-seed0", "frcnn")
     rows = [{"model": "cnn", "status": "ok", "run_dir": "runs/cnn-seed0"},

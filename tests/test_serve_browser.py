@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, fresh_run, trained_cnn
+from helpers import encode, fresh_run
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
@@ -26,11 +26,11 @@ BAR = [(0.3, 0.52), (0.7, 0.52)]                   # a stray stroke across it
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, data_dir):
+def served(tmp_path_factory, trained_cnn):
     """(URL, process): the trained CNN and an untrained detector (every box shown: --min-score 0) served by
     the command line on a free port; the URL read from its first line."""
     folder = tmp_path_factory.mktemp("browser")
-    runs = [trained_cnn(tmp_path_factory, data_dir), fresh_run(folder / "frcnn", "frcnn")]
+    runs = [trained_cnn, fresh_run(folder / "frcnn", "frcnn")]
     log = (folder / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "mnistbench", "serve", *map(str, runs), "--port", "0",
                              "--min-score", "0", "--device", "cpu"], stdout=subprocess.PIPE, stderr=log, text=True)

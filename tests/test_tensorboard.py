@@ -1,10 +1,8 @@
 """--set tensorboard=true: event files in the run folder that say what metrics.jsonl says, resumes included."""
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import TINY
+from helpers import TINY, records
 
 from mnistbench.config import resolve
 from mnistbench.run import resume_config, train
@@ -32,13 +30,13 @@ def test_event_files_hold_the_metrics_of_metrics_jsonl_after_a_crash_and_resume(
     monkeypatch.setattr(engine.Trainer, "_step", real_step)
     summary = train(resume_config(out, {}), resume_from=out)  # logs steps 10 and 12 again
 
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = records(out)
     acc = EventAccumulator(str(out))
     acc.Reload()
-    expected = {"train/loss": [(r["step"], r["loss"]) for r in records if r["kind"] == "train"],
-                "train/lr": [(r["step"], r["lr"]) for r in records if r["kind"] == "train"],
-                "val/loss": [(r["step"], r["val_loss"]) for r in records if r["kind"] == "val"],
-                "val/accuracy": [(r["step"], r["val_accuracy"]) for r in records if r["kind"] == "val"]}
+    expected = {"train/loss": [(r["step"], r["loss"]) for r in logged if r["kind"] == "train"],
+                "train/lr": [(r["step"], r["lr"]) for r in logged if r["kind"] == "train"],
+                "val/loss": [(r["step"], r["val_loss"]) for r in logged if r["kind"] == "val"],
+                "val/accuracy": [(r["step"], r["val_accuracy"]) for r in logged if r["kind"] == "val"]}
     assert [s for s, _ in expected["train/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16]
     for tag, points in expected.items():
         got = [(e.step, e.value) for e in acc.Scalars(tag)]

@@ -221,7 +221,7 @@ def test_corrupt_cached_file_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("finetune", ["full", "discriminative"])
 def test_short_train_on_real_data_records_the_weights_source(tmp_path, data_dir, alex_file, finetune):
-    from conftest import TINY
+    from helpers import TINY
 
     from mnistbench.config import resolve
     from mnistbench.run import train

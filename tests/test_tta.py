@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from helpers import TINY
 from numerics import assert_within, assert_within_rounding, reduction_length, rounding_bound
 
 from mnistbench import export

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import encode, fresh_run
+from helpers import encode, fresh_run, records
 
 from mnistbench import fsio, storage
 from mnistbench.cli import main
@@ -242,9 +242,9 @@ def same_run(a: Path, b: Path) -> None:
     """The same weights, metrics (times aside) and test results."""
     wa, wb = torch.load(a / MODEL, weights_only=True), torch.load(b / MODEL, weights_only=True)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    records = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "train_seconds", "val_seconds")}
-                for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (a, b)]
-    assert records[0] == records[1]
+    logged = [[{k: v for k, v in r.items() if k not in ("time", "train_seconds", "val_seconds")}
+               for r in records(run)] for run in (a, b)]
+    assert logged[0] == logged[1]
     sa, sb = (json.loads((run / SUMMARY).read_text()) for run in (a, b))
     assert (sa["test_accuracy"], sa["test_loss"]) == (sb["test_accuracy"], sb["test_loss"])
 
