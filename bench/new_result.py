@@ -73,17 +73,54 @@ def new_result(name: str, command: str, seconds: list[float], run_dirs: list[str
     return path
 
 
+def study_result(name: str, command: str, seconds: float, study: Path, variant: str | None = None,
+                 folder: Path = RESULTS) -> Path:
+    """Write the results file of a finished `mnistbench compare` study: its whole-command seconds, and per run
+    (model, seed, budget) what its summary says."""
+    study = Path(study)
+    doc = read_json(study / "results.json", "study folder")
+    runs = [r for r in doc["rows"] if r["status"] == "ok"]
+    configs = [read_json(study / r["run_dir"] / CONFIG, "run folder") for r in runs]
+    commits = {c.get("git_commit") for c in configs}
+    if None in commits or len(commits) > 1:
+        raise ResultError(f"the study's runs name {'no' if None in commits else 'different'} git commits")
+    models = []
+    for r, config in zip(runs, configs):
+        s = read_summary(study / r["run_dir"])
+        models.append({"model": r["model"], "seed": r["seed"], "budget": r["budget"], **{
+            k: s[k] for k in ("test_accuracy", "best_val_accuracy", "precision", "steps", "train_seconds",
+                              "budget_error", "map_50") if s.get(k) is not None},
+            "batch_size": config["config"]["batch_size"]})
+    versions = configs[0].get("versions", {})
+    row = {"name": name, "variant": variant, "command": command,
+           "precision": " / ".join(sorted({m["precision"] for m in models})), "date": date.today().isoformat(),
+           "commit": commits.pop(), "machine": this_machine(read_summary(study / runs[0]["run_dir"])["device"]),
+           "software": {k: versions[k] for k in ("torch", "python") if k in versions},
+           "runs": [{"whole_command_seconds": seconds}], "models": models,
+           "source": "bench/new_result.py --study: the study's results.json and its runs' summary.json and "
+                     "config.json; whole-command seconds as measured around the command"}
+    check(row, "the new results file")
+    words = (row["date"], row["machine"]["gpu"] or row["machine"]["cpu"], name, variant or "")
+    path = folder / ("-".join(re.sub(r"[^a-z0-9]+", "-", w.lower()).strip("-") for w in words if w) + ".json")
+    if path.exists():
+        raise ResultError(f"{path} exists; give another --variant, or remove it first")
+    write_bytes(path, (json.dumps(row, indent=2, ensure_ascii=False) + "\n").encode())
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", help="the row's name: cnn, 'cnn, long recipe', vit, alexnet, vgg16, frcnn")
     p.add_argument("--command", required=True, help="the command as run, {seed} where each run's seed goes")
     p.add_argument("--seconds", required=True, help="whole-command seconds, one per run folder, comma-separated")
     p.add_argument("--variant", help="e.g. 'AVX2-only emulation', 'precision auto' (the README shows no variant)")
-    p.add_argument("run_dirs", nargs="+", help="the run folders, one per seed")
+    p.add_argument("--study", action="store_true", help="one study folder (of `mnistbench compare`) instead of runs")
+    p.add_argument("run_dirs", nargs="+", help="the run folders, one per seed (or the study folder, with --study)")
     args = p.parse_args(argv)
     try:
         seconds = [float(s) for s in args.seconds.split(",")]
-        path = new_result(args.name, args.command, seconds, args.run_dirs, args.variant)
+        path = study_result(args.name, args.command, seconds[0], Path(args.run_dirs[0]), args.variant) \
+            if args.study else new_result(args.name, args.command, seconds, args.run_dirs, args.variant)
     except ValueError:
         print(f"bench/new_result.py: --seconds {args.seconds!r}: expected numbers separated by commas", file=sys.stderr)
         return 2

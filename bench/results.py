@@ -236,17 +236,20 @@ def study_cells(m: dict) -> list[str]:
     acc = pct(m["test_accuracy"]) if "test_accuracy" in m else ""
     acc += f" by detection; mAP@0.5 {mean_ap(m['map_50'])}" if "map_50" in m else ""
     step = m.get("precision_step_ms")
-    return [m["model"], acc, pct(m["best_val_accuracy"]) if "best_val_accuracy" in m else "",
+    model = m["model"] + (f", seed {m['seed']}" if "seed" in m else "") + (f", {number(m['budget'])} s"
+                                                                          if m.get("budget") else "")
+    trained = number(m["train_seconds"]) if "train_seconds" in m else ""
+    trained += f" ({100 * m['budget_error']:+.1f} %)" if "budget_error" in m else ""
+    return [model, acc, pct(m["best_val_accuracy"]) if "best_val_accuracy" in m else "",
             m.get("precision", "") + (f" ({number(step['fp32'])} / {number(step['bf16'])})" if step else ""),
-            f"{m['steps']:,} × {m['batch_size']}" if "steps" in m else "",
-            number(m["train_seconds"]) if "train_seconds" in m else ""]
+            f"{m['steps']:,} × {m['batch_size']}" if "steps" in m else "", trained]
 
 
 def studies_tables(rows: list[dict]) -> str:
     """One table per study (a results file with models), newest first: its whole command, then each model."""
     out = []
     header = ["model", "test accuracy, %", "validation, %", "precision (fp32 / bf16 ms per step)", "steps × batch",
-              "training, s"]
+              "training, s (of the budget)"]
     for r in sorted((r for r in rows if "models" in r), key=lambda r: (r["date"], r["_file"]), reverse=True):
         note = f" {sentence(r['note'])[0].upper()}{sentence(r['note'])[1:]}" if r.get("note") else ""
         out += ["", f"**{command(r)}**, {r['precision']}: {number(r['runs'][0]['whole_command_seconds'])} s whole "
