@@ -2,8 +2,9 @@
 tasks across GPUs and machines ("ray", ray_executor.py) or as Slurm jobs ("slurm", slurm_executor.py).
 
 An executor takes (job, state) pairs and, for each, calls `started` before and `done` with an Outcome after
-it ran: the run's summary, or the one-line reason it failed. A run in its own process owns its peak memory,
-its crashes and its warm-up costs; it is the unit a distributed executor (Ray, Slurm) schedules too.
+it ran: the run's summary, or the one-line reason it failed. A run in its own process owns its peak memory
+and its crashes (the local executor forks it from a server that imported torch once per study, warm.py); it
+is the unit a distributed executor (Ray, Slurm) schedules too.
 Interruption (Ctrl-C, SIGTERM) reaches the running run, which checkpoints; then engine.Interrupted is raised.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..record import ERROR, read_summary
+from . import warm, worker
 from .outcome import Done, Outcome, Started, failed, job_config, prepare
 from .plan import Job
 
@@ -61,8 +63,8 @@ def run_in_this_process(job: Job, folder: Path, state: str) -> Outcome:
 
 
 def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
-    """`python -m mnistbench.study.worker` for this run, in its own session: a Ctrl-C or SIGTERM that reaches
-    this process is passed on to the run (once per signal), which checkpoints before it exits. A failed run
+    """This run in a process of its own (forked warm, warm.py), in its own session: a Ctrl-C or SIGTERM that
+    reaches this process is passed on to the run (once per signal), which checkpoints before it exits. A failed run
     tells its reason through a pipe too: on a full disk its error.txt cannot be written."""
     from ..engine import Interrupted
 
@@ -83,11 +85,16 @@ def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
 
 def _run_worker(job: Job, folder: Path, state: str, tell: int | None) -> tuple[int, list[int]]:
     """Run the worker to its end, forwarding SIGINT / SIGTERM; (its exit status, the signals received)."""
-    spec = json.dumps({"config": job_config(job), "folder": str(folder), "resume": state == "resume",
-                       "reason_fd": tell})
+    spec = {"config": job_config(job), "folder": str(folder), "resume": state == "resume"}
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
-                                start_new_session=True, pass_fds=(tell,) if tell is not None else ())
+        if warm.available():
+            proc = warm.start(worker.forked, spec, tell)
+            pid, wait = proc.pid, lambda: (proc.join(), proc.exitcode)[1]
+        else:
+            cold = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
+                                    start_new_session=True, pass_fds=(tell,) if tell is not None else ())
+            pid, wait = cold.pid, lambda: (cold.communicate(json.dumps({**spec, "reason_fd": tell}).encode()),
+                                           cold.returncode)[1]
     finally:
         if tell is not None:
             os.close(tell)  # the run's process holds its own copy; the reader sees the end when it exits
@@ -95,15 +102,15 @@ def _run_worker(job: Job, folder: Path, state: str, tell: int | None) -> tuple[i
 
     def forward(signum, _frame):
         received.append(signum)
-        proc.send_signal(signum)
+        os.kill(pid, signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        proc.communicate(spec.encode())
+        code = wait()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return proc.returncode, received
+    return code, received
 
 
 def _drain(fd: int | None) -> str:
@@ -140,6 +147,8 @@ def run_all(executor: str, study: Path, work: list[tuple[Job, str]], started: St
     if executor == "slurm":
         from .slurm_executor import run_on_slurm
         return run_on_slurm(study, work, started, done)
+    if executor == "local" and work:
+        warm.warm_up()
     one = {"local": run_in_a_process, "inline": run_in_this_process}[executor]
     for job, state in work:
         started(job, state)

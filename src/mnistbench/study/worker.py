@@ -1,7 +1,8 @@
 """One study run in the process it is given.
 
-`python -m mnistbench.study.worker` (the local executor) reads {"config", "folder", "resume", "reason_fd"} as
-JSON on stdin and trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0:
+The local executor forks the run's process warm (forked(), warm.py) or, where it cannot,
+starts `python -m mnistbench.study.worker`, which reads {"config", "folder", "resume", "reason_fd"} as JSON on
+stdin; either trains; a model file's code comes in the config (outcome.CODE), never from its path. Exit 0:
 finished (summary.json written); 1: failed (error.txt: the one-line reason, a blank line, the traceback, where
 the disk takes it; the reason also goes to the pipe `reason_fd`, when given); 130 / 143: interrupted after a
 checkpoint, like `mnistbench train`.
@@ -52,13 +53,25 @@ def attempt(config: dict[str, Any], folder: str) -> dict[str, Any]:
     return run(config, path, resume=(path / CONFIG).exists())
 
 
-def main() -> int:
-    spec = json.loads(sys.stdin.read())
+def finish(spec: dict[str, Any]) -> int:
+    """Run `spec` ({"config", "folder", "resume", "reason_fd"}); the process's exit status."""
     result = run(spec["config"], Path(spec["folder"]), spec["resume"])
     if "error" in result and spec.get("reason_fd") is not None:  # the reason, even where error.txt could not be written
         with open(spec["reason_fd"], "w", encoding="utf-8") as f:
             f.write(result["error"])
     return 0 if "summary" in result else result.get("interrupted", 1)
+
+
+def forked(spec: dict[str, Any], env: dict[str, str], stdout: int, stderr: int, reason_fd: int | None) -> None:
+    """The run's process when forked warm (warm.py): the study's environment and streams, then the run."""
+    from .warm import enter
+
+    enter(env, stdout, stderr)
+    sys.exit(finish({**spec, "reason_fd": reason_fd}))
+
+
+def main() -> int:
+    return finish(json.loads(sys.stdin.read()))
 
 
 if __name__ == "__main__":
