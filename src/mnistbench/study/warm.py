@@ -22,9 +22,13 @@ PRELOAD = ("torch", "torch._dynamo", "torchvision", "matplotlib.figure", "matplo
 
 
 def available() -> bool:
-    """Whether run processes are forked warm: on Linux. Elsewhere each run starts cold (macOS frameworks are not
-    safe to use in a process forked after they were loaded; Windows cannot fork)."""
-    return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+    """Whether run processes are forked warm: on Linux without CUDA. Elsewhere each run starts cold: a CUDA
+    driver that an import may have touched does not survive a fork, macOS frameworks are not safe to use in a
+    process forked after they were loaded, and Windows cannot fork."""
+    import torch
+
+    return (sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+            and not torch.cuda.is_available())
 
 
 def _context() -> Any:
