@@ -22,6 +22,7 @@ from mnistbench.cli import main
 from mnistbench.config import resolve
 from mnistbench.errors import UserError
 from mnistbench.models import ModelSpec
+from mnistbench.study import warm
 from mnistbench.study.compare import compare
 from mnistbench.study.plan import run_state
 from mnistbench.study.rows import COLUMNS
@@ -215,6 +216,33 @@ def test_each_run_has_its_own_process_and_peak_memory(tmp_path, data_dir):
     # VGG16's weights, gradients and two AdamW moments alone are 138 M x 16 bytes = 2.1 GB; the CNN is tiny
     assert mem["vgg16"] > mem["cnn"] + 1500, mem
     assert mem["cnn"] < 1500, mem  # not the running maximum of the study's process
+
+
+def _probe(spec, env, stdout, stderr, reason_fd):
+    """A forked run process's target: says what it was given, on its stdout and through its reason pipe."""
+    # imported by the server, not by this module's imports (which the process runs to find this function)
+    warm_imports = all(m in sys.modules for m in ("torchvision", "matplotlib.backends.backend_agg"))
+    warm.enter(env, stdout, stderr)
+    print(json.dumps({"probe": os.environ.get("MNISTBENCH_PROBE"), "spec": spec, "warm": warm_imports,
+                      "own_session": os.getsid(0) == os.getpid()}), flush=True)
+    with open(reason_fd, "w") as f:
+        f.write("said through the pipe")
+    sys.exit(3)
+
+
+@pytest.mark.skipif(not warm.available(), reason="run processes fork warm on Linux without CUDA only")
+def test_a_warm_run_process_gets_the_study_s_environment_streams_and_pipe(monkeypatch, capfd):
+    warm.warm_up()  # the server starts with the environment as it is now ...
+    monkeypatch.setenv("MNISTBENCH_PROBE", "set after the server started")  # ... the run gets the later one
+    said, tell = os.pipe()
+    proc = warm.start(_probe, {"run": 1}, tell)
+    os.close(tell)
+    proc.join(timeout=120)
+    assert proc.exitcode == 3
+    told = json.loads(capfd.readouterr().out.splitlines()[-1])
+    assert told == {"probe": "set after the server started", "spec": {"run": 1}, "warm": True, "own_session": True}
+    assert os.read(said, 100) == b"said through the pipe"
+    os.close(said)
 
 
 def test_a_run_failing_in_its_process_is_a_failed_row_and_compare_exits_1(tmp_path, data_dir, capsys):
