@@ -193,10 +193,14 @@ def test_what_cannot_be_kept_by_source_is_one_clear_error():
         ref_of(3)
 
 
-def test_a_class_of_a_scripts_main_becomes_a_model(tmp_path):
+def test_a_class_of_a_scripts_main_becomes_a_model_and_an_unguarded_study_runs_once(tmp_path, data_dir):
+    """A class of a script's __main__ is a model, kept by its source. The script has no `if __name__ ==
+    "__main__":` and compares that class: each run's process (forked warm, or started cold) does not run the
+    script again, so the study runs once and its rows are its own."""
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(textwrap.dedent(f'''
         import torch.nn as nn
+        import mnistbench
         from mnistbench.config import resolve
         from mnistbench.models.objects import ref_of
 
@@ -208,14 +212,18 @@ def test_a_class_of_a_scripts_main_becomes_a_model(tmp_path):
             def forward(self, x):
                 return self.net(x)
 
-        cfg = resolve({"model": ref_of(Flat)})
+        cfg = resolve({{"model": ref_of(Flat)}})
         print(cfg.model, cfg.model_args["hidden"], cfg.model_sha256)
+        study = mnistbench.compare([Flat], out={str(tmp_path / "study")!r}, data_dir={str(data_dir)!r},
+                                   overrides={SMALL!r}, quiet=True, executor="local", log=None)
+        print([(r["model"], r["status"]) for r in study])
         '''))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "MNISTBENCH_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
-    ref, hidden, sha = proc.stdout.split()
-    assert (ref, hidden) == ("<notebook>:Flat", "8")
+    first, rows = proc.stdout.splitlines()  # two lines: the script ran once
+    ref, hidden, sha = first.split()
+    assert (ref, hidden) == ("<notebook>:Flat", "8") and rows == "[('Flat', 'ok')]", proc.stdout
     assert sha in json.loads((tmp_path / "cache" / "trusted-code.json").read_text())  # the user's own code
 
 

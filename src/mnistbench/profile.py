@@ -98,8 +98,9 @@ def _read_json(path: Path) -> dict:
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated (CUDA), else this process's peak resident memory, in MiB.
 
-    On Linux the peak is VmHWM of /proc/self/status, which starts afresh in every process; getrusage's
-    ru_maxrss is a fallback elsewhere, since a child started by fork and exec inherits its parent's.
+    On Linux the peak is VmHWM of /proc/self/status, which starts afresh in every process (one forked from a
+    study's server starts at the memory it shares with that server); getrusage's ru_maxrss is a fallback
+    elsewhere, since a child started by fork and exec inherits its parent's.
     """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
@@ -64,14 +65,15 @@ def run_in_this_process(job: Job, folder: Path, state: str) -> Outcome:
 
 def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
     """This run in a process of its own (forked warm, warm.py), in its own session: a Ctrl-C or SIGTERM that
-    reaches this process is passed on to the run (once per signal), which checkpoints before it exits. A failed run
-    tells its reason through a pipe too: on a full disk its error.txt cannot be written."""
+    reaches this process is passed on to the run (once per signal), which checkpoints before it exits. A failed
+    run tells its reason through a pipe too: on a full disk its error.txt cannot be written."""
     from ..engine import Interrupted
 
     prepare(folder, state)
+    spec = {"config": job_config(job), "folder": str(folder), "resume": state == "resume"}
     said, tell = os.pipe() if os.name == "posix" else (None, None)
     try:
-        code, received = _run_worker(job, folder, state, tell)
+        code, received = _run_worker(spec, tell)
         reason = _drain(said)
     finally:
         if said is not None:
@@ -83,34 +85,76 @@ def run_in_a_process(job: Job, folder: Path, state: str) -> Outcome:
     return Outcome(None, reason or _reason(folder, code))
 
 
-def _run_worker(job: Job, folder: Path, state: str, tell: int | None) -> tuple[int, list[int]]:
-    """Run the worker to its end, forwarding SIGINT / SIGTERM; (its exit status, the signals received)."""
-    spec = {"config": job_config(job), "folder": str(folder), "resume": state == "resume"}
-    try:
-        if warm.available():
-            proc = warm.start(worker.forked, spec, tell)
-            pid, wait = proc.pid, lambda: (proc.join(), proc.exitcode)[1]
-        else:
-            cold = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
-                                    start_new_session=True, pass_fds=(tell,) if tell is not None else ())
-            pid, wait = cold.pid, lambda: (cold.communicate(json.dumps({**spec, "reason_fd": tell}).encode()),
-                                           cold.returncode)[1]
-    finally:
-        if tell is not None:
-            os.close(tell)  # the run's process holds its own copy; the reader sees the end when it exits
+def _run_worker(spec: dict, tell: int | None) -> tuple[int, list[int]]:
+    """Start the run's process and wait for its end, forwarding SIGINT / SIGTERM from before it starts (one that
+    arrives while it starts is passed on as soon as it runs); (its exit status, the signals received)."""
     received: list[int] = []
+    running: list[Callable[[int], None]] = []  # how to signal the run's process, once there is one
 
     def forward(signum, _frame):
         received.append(signum)
-        os.kill(pid, signum)
+        for send in running:
+            send(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = wait()
+        try:
+            send, wait = _start(spec, tell)
+        finally:
+            if tell is not None:
+                os.close(tell)  # the run's process holds its own copy; the reader sees the end when it exits
+        running.append(send)
+        for signum in list(received):
+            send(signum)
+        return wait(), received
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return code, received
+
+
+def _start(spec: dict, tell: int | None) -> tuple[Callable[[int], None], Callable[[], int]]:
+    """The run's process, forked warm where it can be, else `python -m mnistbench.study.worker`: (how to signal
+    it, how to wait for its exit status)."""
+    if warm.available():
+        with contextlib.suppress(OSError, EOFError):  # the server could not start or fork: this run starts cold
+            proc = warm.start(worker.forked, spec, tell)
+            send, forget = _signaller(proc.pid)
+
+            def wait() -> int:
+                proc.join()
+                code = proc.exitcode
+                proc.close()
+                forget()
+                return code
+            return send, wait
+    cold = subprocess.Popen([sys.executable, "-m", "mnistbench.study.worker"], stdin=subprocess.PIPE,
+                            start_new_session=True, pass_fds=(tell,) if tell is not None else ())
+
+    def wait_cold() -> int:
+        cold.communicate(json.dumps({**spec, "reason_fd": tell}).encode())
+        return cold.returncode
+    return cold.send_signal, wait_cold
+
+
+def _signaller(pid: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(send a signal to process `pid`, forget it). Not our child (the server forked it and reaps it), so it is
+    held by a pidfd where the kernel has them: a signal never reaches another process that reused the pid."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd on this kernel, or the process already ended
+        fd = None
+
+    def send(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if fd is not None:
+                signal.pidfd_send_signal(fd, signum)
+            else:
+                os.kill(pid, signum)
+
+    def forget() -> None:
+        if fd is not None:
+            os.close(fd)
+    return send, forget
 
 
 def _drain(fd: int | None) -> str:

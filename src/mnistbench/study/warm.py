@@ -1,24 +1,28 @@
-"""A study's run processes, started warm: each forked from one server process that imported torch, torchvision,
-matplotlib and mnistbench once for the whole study (multiprocessing's forkserver), instead of each run paying
-those imports again. Every run still has a process of its own: its own crashes, its own peak memory, its own
-session (so that a Ctrl-C reaches it only through the study, which forwards it).
+"""A study's run processes, started warm: on a Linux machine without CUDA each run's process is forked from one
+server process that imported torch, torchvision and matplotlib once for the study (multiprocessing's
+forkserver; preload.py), instead of each run paying those imports again. Every run still has a process of its
+own: its own crashes, its own session (so that a Ctrl-C reaches it only through the study, which forwards it),
+its own peak resident memory (which counts the imports it shares with the server).
 
 The server has imported modules but computed nothing, so no thread pool exists before a fork. What a run needs
-from the study's process comes with it: the environment as it is now (the server has the one it started
-with), the working directory and sys.path (multiprocessing sends these), the standard output and error, and
-the pipe for its one-line reason (passed as file descriptors).
+from the study's process comes with it: the environment as it is now (the server has the one it started with;
+settings that libraries read when they load, such as OMP_NUM_THREADS, stay as they were then), the working
+directory and sys.path (multiprocessing sends these), the standard output and error, and the pipe for its
+one-line reason (passed as file descriptors). The study's own script is not run again in the run's process.
+The server ignores SIGINT and SIGTERM, so that a signal to the whole process group reaches the run only through
+the study; it ends with the study's process.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
-# what every run imports; a module that fails to import here is imported, or fails, in the run itself
-PRELOAD = ("torch", "torch._dynamo", "torchvision", "matplotlib.figure", "matplotlib.backends.backend_agg",
-           "mnistbench.run", "mnistbench.study.worker")
+PRELOAD = ("mnistbench.study.preload",)
 
 
 def available() -> bool:
@@ -38,29 +42,46 @@ def _context() -> Any:
 
 
 def warm_up() -> None:
-    """Start the server now, so that its imports overlap the study's own set-up (a no-op when it runs)."""
-    if available():
-        from multiprocessing import forkserver
+    """Start the server now, so that its imports overlap the study's own set-up (a no-op when it runs). It is
+    started with SIGTERM ignored (a disposition that survives exec); it ignores SIGINT itself."""
+    if not available():
+        return
+    from multiprocessing import forkserver
 
-        _context()
+    _context()
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
         forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def start(target: Callable[..., Any], spec: dict[str, Any], reason_fd: int | None) -> multiprocessing.Process:
-    """A started process running target(spec, env, stdout, stderr, reason_fd), forked from the server."""
+    """A started process running target(spec, env, stdout, stderr, reason_fd), forked from the server.
+    OSError or EOFError: the server could not start or fork the process."""
+    warm_up()
     fds = [_Fd(1), _Fd(2), _Fd(reason_fd) if reason_fd is not None else None]
     proc = _context().Process(target=target, args=(spec, dict(os.environ), *fds), name="mnistbench-run")
-    proc.start()
+    main = sys.modules["__main__"]
+    # multiprocessing would run the study's script (or module) again in the run's process, as __mp_main__: the
+    # target lives in mnistbench, so the process starts as if the study ran from an interactive session
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        proc.start()
+    finally:
+        sys.modules["__main__"] = main
     return proc
 
 
 def enter(env: dict[str, str], stdout: int, stderr: int) -> None:
-    """In the forked run process, first: its own session, the study's environment and standard streams."""
+    """In the forked run process, first: its own session, SIGTERM's default, the study's environment and
+    standard streams."""
     os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
-    for fd, into in ((stdout, 1), (stderr, 2)):
-        sys.stdout.flush() if into == 1 else sys.stderr.flush()
+    for fd, into, stream in ((stdout, 1, sys.stdout), (stderr, 2, sys.stderr)):
+        stream.flush()
         os.dup2(fd, into)
         os.close(fd)
 
