@@ -84,11 +84,20 @@ def test_the_schedule_over_replanned_steps_is_continuous_and_complete():
     assert plan.val_steps == (125, 250, 375, 500)  # four validations in all, on an even grid over the new plan
     shrunk = seconds_plan(10.0, 0.01, 32, 4, precision="fp32").replanned(600, 0.04, 9.0)  # 250 and 500 passed
     assert shrunk.val_steps == (250, 500, 612, 625) and shrunk.total_steps == 625
+    nearly_spent = seconds_plan(10.0, 0.01, 32, 4, precision="fp32").replanned(600, 0.04, 9.96)  # one step left
+    assert nearly_spent.val_steps == (250, 500, 601) and nearly_spent.total_steps == 601  # none at the re-plan
     factor = [lr_factor("onecycle", 0.3, *plan.schedule_step(s)) for s in range(plan.total_steps)]
     jumps = max(abs(a - b) for a, b in zip(factor, factor[1:]))
     assert jumps < 0.02 and factor[-1] < 1e-3 and max(factor) == pytest.approx(1.0, abs=1e-3)
     assert plan.schedule_step(0) == (0, 1000) and plan.schedule_step(499) == (999, 1000)  # ends where it ends
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # as recorded in a checkpoint
+
+
+def test_a_first_plan_made_from_no_timing_grows_at_its_one_step():
+    plan = seconds_plan(10.0, float("nan"), 32, 2, precision="fp32")  # no step could be timed: one step
+    assert plan.total_steps == 1 and plan.replan_due(1, 0.05)
+    grown = plan.replanned(1, 0.05, 0.05)
+    assert grown.total_steps == 200 and not grown.replan_due(1, 0.05)
 
 
 def test_a_budgeted_resume_keeps_the_recorded_plan(tmp_path, data_dir, measured_10ms, monkeypatch):

@@ -81,10 +81,10 @@ class Plan:
         """Whether to re-plan after `step` steps and `seconds` of training: at the next REPLAN_AT fraction of the
         planned steps or of the budget's seconds, whichever comes first (a seconds budget only). The fraction of
         the seconds catches steps that turn slower than planned, that of the steps steps that turn faster."""
-        if self.kind != "seconds" or len(self.replans) >= len(REPLAN_AT) or step >= self.total_steps:
+        if self.kind != "seconds" or len(self.replans) >= len(REPLAN_AT) or step > self.total_steps:
             return False
-        if self.replans and step <= self.replans[-1]["step"]:
-            return False
+        if self.replans and (step <= self.replans[-1]["step"] or step == self.total_steps):
+            return False  # at the last planned step only a plan never re-planned (one made from no timing) grows
         at = REPLAN_AT[len(self.replans)]
         return step >= round(at * self.total_steps) or seconds >= at * self.budget["budget_s"]
 
@@ -105,7 +105,7 @@ class Plan:
         left = max(1, (self.val_points or len(self.val_steps)) - len(passed))  # the validations still to come
         later = even_steps(total, len(passed) + left)[-left:]  # where they fall on an even grid over the new plan
         if later[0] <= step:  # the plan shrank past them: spread them over the steps left instead
-            later = tuple(step + round((total - step) * k / left) for k in range(1, left + 1))
+            later = tuple(step + max(1, round((total - step) * k / left)) for k in range(1, left + 1))
         val_steps = tuple(sorted({*passed, *later}))
         return replace(self, total_steps=total, val_steps=val_steps, replans=(*self.replans, dict(record)))
 
