@@ -20,7 +20,7 @@ from torch import nn
 from .config import Config, from_dict, model_spec, result_settings
 from .errors import NoRoom, WriteError, mb
 from .fsio import check_writable
-from .record import CHECKPOINT, CONFIG, MODEL, read_config, read_plan
+from .record import CHECKPOINT, CONFIG, MODEL, read_config, read_metrics, read_plan
 
 SMALL_FILES = 2_000_000   # config, metrics, summary, predictions (~0.25 MB for 10k test images), figures, events
 STUDY_FILES = 4_000_000   # results.json/csv, report.md/html (figures inlined) and figures/
@@ -137,6 +137,9 @@ def intact(folder: str | os.PathLike) -> tuple[str, bool]:
         same = False
     if not same:
         return "no checkpoint of the run was written yet (--resume starts it again from its saved config)", True
+    with contextlib.suppress(ValueError, KeyError, TypeError):  # a seconds budget's re-plans change the total
+        total = ([r["planned_after"] for r in read_metrics(folder) if r.get("kind") == "replan"
+                  and r["step"] <= step] or [total])[-1]
     return f"the last checkpoint, step {step}{f' of {total}' if total else ''}, is intact", True
 
 
