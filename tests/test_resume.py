@@ -58,7 +58,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, data_dir, refe
     proc = subprocess.Popen(train_cmd(data_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kills, mid_epoch = 0, 0
     last = 0.0
-    while kills < 6:
+    while kills < 4:
         wait_for(out / "checkpoint.pt", proc, newer_than=last)  # this process has trained and checkpointed
         time.sleep(rng.uniform(0.0, 0.1))
         if proc.poll() is not None:  # finished before the kill: nothing to resume
@@ -72,7 +72,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, data_dir, refe
         proc = subprocess.Popen(cli("train", "--resume", str(out), "--quiet"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert proc.wait(timeout=300) == 0
-    assert kills >= 5 and mid_epoch >= 1, (kills, mid_epoch)
+    assert kills >= 3 and mid_epoch >= 1, (kills, mid_epoch)
     weights, values = outcome(out)
     ref_weights, ref_values = reference
     assert values == ref_values
