@@ -43,6 +43,13 @@ def this_machine(device: str) -> dict:
             "flags": [f for f in FLAGS if f in flags], "gpu": gpu.group(1) if gpu else None}
 
 
+def _as_recorded(fields: dict) -> dict:
+    """Seconds to a tenth (what a whole-command timer resolves), a budget error to 0.01 %: the precision the
+    tables print them at; everything else as the run wrote it."""
+    return {k: round(v, 1) if k.endswith("_seconds") and isinstance(v, float) else
+            round(v, 4) if k == "budget_error" else v for k, v in fields.items()}
+
+
 def new_result(name: str, command: str, seconds: list[float], run_dirs: list[str], variant: str | None = None,
                folder: Path = RESULTS) -> Path:
     """Write the results file for `run_dirs` (finished runs of `command`) and their whole-command `seconds`."""
@@ -51,8 +58,9 @@ def new_result(name: str, command: str, seconds: list[float], run_dirs: list[str
     if len(run_dirs) > 1 and "{seed}" not in command:
         raise ResultError("several runs: write the command with {seed} where each run's seed goes")
     docs, summaries = [read_json(Path(d) / CONFIG, "run folder") for d in run_dirs], [read_summary(d) for d in run_dirs]
-    runs = [{"seed": read_config(d)["seed"], **{k: s[k] for k in sorted(RUN_FIELDS) if s.get(k) is not None},
-             "whole_command_seconds": secs} for d, s, secs in zip(run_dirs, summaries, seconds)]
+    runs = [_as_recorded({"seed": read_config(d)["seed"], **{k: s[k] for k in sorted(RUN_FIELDS)
+                                                             if s.get(k) is not None},
+                          "whole_command_seconds": secs}) for d, s, secs in zip(run_dirs, summaries, seconds)]
     commits = {doc.get("git_commit") for doc in docs}
     if None in commits or len(commits) > 1:
         raise ResultError(f"the runs' config.json name {'no' if None in commits else 'different'} git commits "
@@ -87,10 +95,11 @@ def study_result(name: str, command: str, seconds: float, study: Path, variant: 
     models = []
     for r, config in zip(runs, configs):
         s = read_summary(study / r["run_dir"])
-        models.append({"model": r["model"], "seed": r["seed"], "budget": r["budget"], **{
-            k: s[k] for k in ("test_accuracy", "best_val_accuracy", "precision", "steps", "train_seconds",
-                              "budget_error", "map_50") if s.get(k) is not None},
-            "batch_size": config["config"]["batch_size"]})
+        budget = r.get("budget") or (s.get("budget") or {}).get("budget_s")  # older studies: in the summary only
+        fields = {k: s[k] for k in ("test_accuracy", "best_val_accuracy", "precision", "steps", "train_seconds",
+                                    "budget_error", "map_50") if s.get(k) is not None}
+        models.append(_as_recorded({"model": r["model"], "seed": r["seed"], **({"budget": budget} if budget else {}),
+                                    **fields, "batch_size": config["config"]["batch_size"]}))
     versions = configs[0].get("versions", {})
     row = {"name": name, "variant": variant, "command": command,
            "precision": " / ".join(sorted({m["precision"] for m in models})), "date": date.today().isoformat(),

@@ -75,6 +75,8 @@ def check(row: dict, where: str) -> None:
                               "own commit is not known)")
         if not all(re.fullmatch(r"[0-9a-f]{7,40}", str(c)) for c in ids):
             raise ResultError(f"{where}: runs[{i}]: a commit is not a git hash: {', '.join(map(str, ids))}")
+        if run["whole_command_seconds"] is None and "models" not in row:
+            raise ResultError(f"{where}: runs[{i}]: only a study (with models) may leave whole_command_seconds null")
         if "models" not in row and "test_accuracy" not in run:
             raise ResultError(f"{where}: runs[{i}] has no test_accuracy (only a study, with models, may omit it)")
 
@@ -252,13 +254,31 @@ def studies_tables(rows: list[dict]) -> str:
               "training, s (of the budget)"]
     for r in sorted((r for r in rows if "models" in r), key=lambda r: (r["date"], r["_file"]), reverse=True):
         note = f" {sentence(r['note'])[0].upper()}{sentence(r['note'])[1:]}" if r.get("note") else ""
-        out += ["", f"**{command(r)}**, {r['precision']}: {number(r['runs'][0]['whole_command_seconds'])} s whole "
-                f"command. {machine(r)}; {commit(r)}, {r['date']}.{note}", "",
+        whole = r["runs"][0]["whole_command_seconds"]
+        whole = f"{number(whole)} s whole command" if whole is not None else "whole command not timed"
+        out += ["", f"**{command(r)}**, {r['precision']}: {whole}. {machine(r)}; {commit(r)}, {r['date']}.{note}", "",
                 *table(header, [study_cells(m) for m in r["models"]])]
     return "\n".join(out[1:])
 
 
-BLOCKS = {README: {"readme": readme_table}, BENCHMARKS: {"machines": machines_tables, "studies": studies_tables}}
+def budgets_table(rows: list[dict]) -> str:
+    """Each study's realized training seconds per model against its budget, one column per study (oldest
+    first): what the budget promised and what the runs trained."""
+    studies = sorted((r for r in rows if any("budget" in m and "train_seconds" in m for m in r.get("models", []))),
+                     key=lambda r: (r["date"], r["_file"]))
+    models = sorted({m["model"] for r in studies for m in r["models"]}, key=_order)
+    header = ["model", *(f"{machine(r)}; {commit(r)}" for r in studies)]
+
+    def cell(r: dict, model: str) -> str:
+        got = [m for m in r["models"] if m["model"] == model and "budget" in m and "train_seconds" in m]
+        error = [m.get("budget_error", m["train_seconds"] / m["budget"] - 1) for m in got]
+        return ", ".join(f"{number(m['train_seconds'])} of {m['budget']:g} ({100 * e:+.1f} %)"
+                         for m, e in zip(got, error)) or "–"
+    return "\n".join(table(header, [[m, *(cell(r, m) for r in studies)] for m in models]))
+
+
+BLOCKS = {README: {"readme": readme_table},
+          BENCHMARKS: {"machines": machines_tables, "studies": studies_tables, "budgets": budgets_table}}
 
 
 def render(text: str, blocks: dict, rows: list[dict], where: str = "") -> str:
