@@ -72,13 +72,7 @@ def new_result(name: str, command: str, seconds: list[float], run_dirs: list[str
            "software": {k: versions[k] for k in ("torch", "python") if k in versions}, "runs": runs,
            "source": "bench/new_result.py: the run folders' summary.json and config.json; whole-command seconds "
                      "as measured around each command"}
-    check(row, "the new results file")
-    words = (row["date"], row["machine"]["gpu"] or row["machine"]["cpu"], name, variant or "")
-    path = folder / ("-".join(re.sub(r"[^a-z0-9]+", "-", w.lower()).strip("-") for w in words if w) + ".json")
-    if path.exists():
-        raise ResultError(f"{path} exists; give another --variant, or remove it first")
-    write_bytes(path, (json.dumps(row, indent=2, ensure_ascii=False) + "\n").encode())
-    return path
+    return _write(row, folder)
 
 
 def study_result(name: str, command: str, seconds: float, study: Path, variant: str | None = None,
@@ -108,8 +102,13 @@ def study_result(name: str, command: str, seconds: float, study: Path, variant: 
            "runs": [{"whole_command_seconds": seconds}], "models": models,
            "source": "bench/new_result.py --study: the study's results.json and its runs' summary.json and "
                      "config.json; whole-command seconds as measured around the command"}
+    return _write(row, folder)
+
+
+def _write(row: dict, folder: Path) -> Path:
+    """Check `row` and write it to folder/<date>-<machine>-<name>[-<variant>].json, never over another file."""
     check(row, "the new results file")
-    words = (row["date"], row["machine"]["gpu"] or row["machine"]["cpu"], name, variant or "")
+    words = (row["date"], row["machine"]["gpu"] or row["machine"]["cpu"], row["name"], row["variant"] or "")
     path = folder / ("-".join(re.sub(r"[^a-z0-9]+", "-", w.lower()).strip("-") for w in words if w) + ".json")
     if path.exists():
         raise ResultError(f"{path} exists; give another --variant, or remove it first")
